@@ -1,0 +1,29 @@
+"""DestVI Studio — Streamlit entry point: page config, navigation, shared sidebar.
+
+Run with ``streamlit run app.py``. Pages live in ``app_pages/`` (not ``pages/``: Streamlit would
+also auto-discover that folder as a legacy multipage app) and only draw; the engine is
+``destvi_core`` and every cached loader is in ``studio_ui.loaders``.
+"""
+
+import streamlit as st
+
+from studio_ui import state, ui
+
+st.set_page_config(page_title="DestVI Studio", page_icon="🧬", layout="wide",
+                   initial_sidebar_state="expanded")
+
+state.read_url_once()
+page = st.navigation([
+    st.Page("app_pages/1_data_model.py", url_path="data", title="Data & model", icon=":material/folder_open:", default=True),
+    st.Page("app_pages/2_proportions.py", url_path="proportions", title="Proportion maps", icon=":material/map:"),
+    st.Page("app_pages/3_thresholds.py", url_path="thresholds", title="Thresholds", icon=":material/tune:"),
+    st.Page("app_pages/4_gamma.py", url_path="gamma", title="Gamma explorer", icon=":material/palette:"),
+    st.Page("app_pages/5_de.py", url_path="de", title="DE volcano", icon=":material/scatter_plot:"),
+])
+ui.autoload()
+ui.presentation_css()
+ui.sidebar()
+try:
+    page.run()
+finally:
+    state.write_url()

@@ -1,0 +1,51 @@
+"""Proportion maps: one type, all types (small multiples), dominant type, mean proportions."""
+
+import pandas as pd
+import streamlit as st
+
+from studio_ui import charts, loaders, state, ui
+from studio_ui.palette import type_colors
+
+st.title("Proportion maps")
+models = ui.require_models()
+data = state.data()
+types = loaders.cell_types(models)
+spots = loaders.spot_table(models.key, models)
+image = loaders.histology(data.key, data)
+
+c1, c2 = st.columns([2, 3])
+ct = ui.type_picker(types, key="prop", container=c1)
+show_image = image is not None and c2.toggle("Show histology image", value=True, key="show_img")
+img = image if show_image else None
+
+left, right = st.columns(2)
+with left:
+    chart = charts.proportion_map(spots, ct, types, width=ui.width(440), image=img,
+                                  title=f"{ct} proportion")
+    ui.show_chart(chart, key="map_one")
+    ui.downloads(chart, spots[["spot", "x", "y", ct]], f"proportion_{ct}", "one")
+with right:
+    chart = charts.dominant_map(spots, types, width=ui.width(440), image=img)
+    ui.show_chart(chart, key="map_dom")
+    ui.downloads(chart, spots[["spot", "x", "y", "dominant", "dominant_prop"]], "dominant_type", "dom")
+st.caption("Hover a spot for all its proportions · scroll to zoom, drag to pan, double-click to "
+           "reset · click a legend entry to highlight a type.")
+
+st.subheader("All cell types")
+shared = st.radio("Colour scale", ["shared", "per type"], horizontal=True, key="scale_mode") == "shared"
+grid = charts.small_multiples(spots, types, shared=shared, width=ui.width(230),
+                              columns=3 if state.presentation() else 4, image=img)
+ui.show_chart(grid, key="map_grid")
+ui.downloads(grid, spots[["spot", "x", "y", *types]], "proportions_all_types", "grid")
+
+st.subheader("Mean proportion per type")
+colors = type_colors(types)
+means = spots[types].mean().sort_values(ascending=False)
+table = pd.DataFrame({"cell type": means.index, "mean proportion": means.to_numpy().round(3),
+                      "dominant in (spots)": [int((spots["dominant"] == t).sum()) for t in means.index]})
+bars = charts.mean_bars(table, colors, width=ui.width(440))
+t1, t2 = st.columns([2, 3])
+t1.dataframe(table, hide_index=True, width="stretch")
+with t2:
+    ui.show_chart(bars, key="mean_bars")
+ui.downloads(bars, table, "mean_proportions", "means")

@@ -1,0 +1,150 @@
+"""One call from prepared data to a trained model pair, through the content-addressed cache."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+from anndata import AnnData
+
+from .condscvi import CondSCVI
+from .destvi import DestVI
+from .device import resolve_device
+from .errors import InputError
+from .training import ProgressCallback
+
+
+@dataclass
+class TrainingParams:
+    """Every hyper-parameter of a trained pair (defaults: scvi-tools 1.3 / the DestVI tutorial).
+
+    Deliberate deviations (see README, "Deviations"): ``init="data"`` starts both models at the
+    data's scale instead of scvi-tools' random init (``"reference"``); ``st_min_steps`` > 0
+    stretches the spatial schedule so that small data sets get at least that many steps.
+    """
+
+    # reference model (CondSCVI)
+    sc_epochs: int = 300
+    sc_lr: float = 1e-3
+    sc_batch_size: int = 128
+    sc_kl_warmup_epochs: int = 400
+    n_latent: int = 5
+    n_hidden: int = 128
+    n_layers: int = 2
+    dropout_rate: float = 0.05
+    weight_obs: bool = False
+    # spatial model (DestVI)
+    st_epochs: int = 2500
+    st_lr: float = 3e-3
+    st_batch_size: int = 128
+    st_kl_warmup_epochs: int = 200
+    vamp_prior_p: int = 15
+    amortization: str = "both"
+    l1_reg: float = 0.0
+    beta_reg: float = 5.0
+    eta_reg: float = 1e-4
+    st_min_steps: int = 0
+    init: str = "data"
+    # run
+    seed: int = 0
+    device: str = field(default="auto", metadata={"cache_key": False})
+
+    def validate(self) -> "TrainingParams":
+        for name in ("sc_epochs", "st_epochs", "sc_batch_size", "st_batch_size", "n_latent",
+                     "n_hidden", "n_layers"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"{name} must be at least 1 (got {getattr(self, name)})",
+                                 f"set {name} to a positive number")
+        for name in ("sc_lr", "st_lr"):
+            if not (0 < float(getattr(self, name)) < 1):
+                raise InputError(f"{name} must be between 0 and 1 (got {getattr(self, name)})",
+                                 "use a learning rate such as 1e-3")
+        resolve_device(self.device)
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def cache_dict(self) -> dict:
+        """The parameters that change the trained weights (device excluded)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.metadata.get("cache_key", True)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainingParams":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def spatial_schedule(n_spots: int, params: TrainingParams) -> tuple[int, int]:
+    """Epochs and KL warm-up epochs for the spatial model.
+
+    With ``st_min_steps`` > 0 both are stretched by the same factor when
+    ``st_epochs * steps_per_epoch`` falls short of it, so the warm-up keeps its share of training.
+    """
+    steps_per_epoch = max(1, math.ceil(n_spots / params.st_batch_size))
+    epochs, warmup = params.st_epochs, params.st_kl_warmup_epochs
+    if params.st_min_steps and epochs * steps_per_epoch < params.st_min_steps:
+        factor = params.st_min_steps / (epochs * steps_per_epoch)
+        epochs = math.ceil(epochs * factor)
+        warmup = math.ceil(warmup * factor)
+    return epochs, warmup
+
+
+@dataclass
+class FitResult:
+    sc_model: CondSCVI
+    st_model: DestVI
+    from_cache: bool = False
+    cache_key: str | None = None
+
+
+def train_models(sc: AnnData, st: AnnData, labels_key: str = "cell_type",
+                 params: TrainingParams | None = None, callback: ProgressCallback | None = None,
+                 should_stop=None) -> tuple[CondSCVI, DestVI]:
+    """Train CondSCVI on the reference, then DestVI on the spots (no cache)."""
+    params = (params or TrainingParams()).validate()
+    sc_model = CondSCVI(sc, labels_key=labels_key, n_latent=params.n_latent,
+                        n_hidden=params.n_hidden, n_layers=params.n_layers,
+                        dropout_rate=params.dropout_rate, weight_obs=params.weight_obs,
+                        seed=params.seed, device=params.device, init=params.init)
+    sc_model.train(max_epochs=params.sc_epochs, lr=params.sc_lr, batch_size=params.sc_batch_size,
+                   n_epochs_kl_warmup=params.sc_kl_warmup_epochs, callback=callback,
+                   should_stop=should_stop)
+    st_model = DestVI.from_rna_model(st, sc_model, vamp_prior_p=params.vamp_prior_p,
+                                     amortization=params.amortization, l1_reg=params.l1_reg,
+                                     beta_reg=params.beta_reg, eta_reg=params.eta_reg,
+                                     seed=params.seed, init=params.init)
+    epochs, warmup = spatial_schedule(st.n_obs, params)
+    st_model.train(max_epochs=epochs, lr=params.st_lr, batch_size=params.st_batch_size,
+                   n_epochs_kl_warmup=warmup, callback=callback, should_stop=should_stop)
+    return sc_model, st_model
+
+
+def fit_models(sc: AnnData, st: AnnData, labels_key: str = "cell_type",
+               params: TrainingParams | None = None, callback: ProgressCallback | None = None,
+               should_stop=None, cache=None, use_cache: bool = True) -> FitResult:
+    """Load the pair from the cache when the same data and parameters were trained before,
+    otherwise train it and store it (atomically) in the cache.
+
+    Parameters
+    ----------
+    cache
+        A :class:`~destvi_core.cache.ModelCache`; ``None`` uses the default location.
+    use_cache
+        False trains without reading or writing the cache.
+    """
+    from .cache import ModelCache, cache_key
+    from .persistence import build_metadata  # noqa: F401  (keeps import errors early)
+
+    params = (params or TrainingParams()).validate()
+    if not use_cache:
+        return FitResult(*train_models(sc, st, labels_key, params, callback, should_stop))
+    cache = cache if cache is not None else ModelCache()
+    key = cache_key(sc, st, labels_key, params.cache_dict())
+    hit = cache.get(key, sc, st, device=params.device)
+    if hit is not None:
+        return FitResult(hit[0], hit[1], from_cache=True, cache_key=key)
+    sc_model, st_model = train_models(sc, st, labels_key, params, callback, should_stop)
+    cache.put(key, sc_model, st_model, {"params": params.to_dict()})
+    return FitResult(sc_model, st_model, from_cache=False, cache_key=key)

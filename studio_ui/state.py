@@ -1,0 +1,218 @@
+"""Typed access to per-session state and its mirror in the URL query parameters.
+
+Everything a user sees lives in ``st.session_state`` (one per browser session, never shared).
+The part worth sharing (cell type, threshold kind and values, DE groups, presentation mode,
+demo dataset) is written to ``st.query_params`` on every run, and read back once when a
+session starts, so a colleague opening the link gets the same view.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import streamlit as st
+
+_PREFIX = "studio."
+
+
+def _get(name: str, default: Any = None) -> Any:
+    return st.session_state.get(_PREFIX + name, default)
+
+
+def _set(name: str, value: Any) -> None:
+    st.session_state[_PREFIX + name] = value
+
+
+# ------------------------------------------------------------------ loaded objects
+@dataclass(frozen=True)
+class LoadedData:
+    """Prepared reference + spatial data (shared read-only objects; never mutate them)."""
+
+    key: str  # content hash of the prepared pair + labels key
+    source: str  # human description ("built-in demo (seed 0)", file names)
+    sc: Any  # AnnData
+    st: Any  # AnnData
+    labels_key: str
+    report: dict
+    messages: tuple[str, ...] = ()
+    gene_sets: dict | None = None  # offline gene sets shipped with the data (demo)
+    is_demo: bool = False
+
+
+@dataclass(frozen=True)
+class LoadedModels:
+    """Trained models for one LoadedData (immutable, may be shared between sessions)."""
+
+    key: str  # content key: data + parameters
+    sc_model: Any
+    st_model: Any
+    data_key: str
+    params: dict = field(default_factory=dict)
+    origin: str = "trained"  # "trained", "cache", "folder"
+
+
+def data() -> LoadedData | None:
+    return _get("data")
+
+
+def set_data(value: LoadedData | None) -> None:
+    if value is None or (data() is not None and data().key != value.key):
+        set_models(None)
+    _set("data", value)
+
+
+def models() -> LoadedModels | None:
+    m = _get("models")
+    d = data()
+    if m is not None and d is not None and m.data_key != d.key:
+        return None
+    return m
+
+
+def set_models(value: LoadedModels | None) -> None:
+    old = _get("models")
+    if value is None or old is None or old.key != value.key:
+        _set("thresholds", {})
+        _set("groups", {})
+    _set("models", value)
+
+
+def cell_type(choices: list[str]) -> str:
+    """The selected cell type (falls back to the first choice)."""
+    ct = _get("cell_type")
+    return ct if ct in choices else choices[0]
+
+
+def set_cell_type(value: str) -> None:
+    _set("cell_type", value)
+
+
+def threshold_kind() -> str:
+    return _get("threshold_kind", "secondary")
+
+
+def set_threshold_kind(kind: str) -> None:
+    _set("threshold_kind", kind)
+
+
+def thresholds() -> dict[str, float]:
+    """User thresholds set in this session (types not in the dict use the automatic value)."""
+    return dict(_get("thresholds", {}))
+
+
+def set_threshold(ct: str, value: float) -> None:
+    thr = thresholds()
+    thr[ct] = float(value)
+    _set("thresholds", thr)
+
+
+def clear_thresholds() -> None:
+    _set("thresholds", {})
+
+
+def groups() -> dict[str, str]:
+    """DE group specs ``{"g1": ..., "g2": ...}`` (see :mod:`studio_ui.groups`)."""
+    return dict(_get("groups", {}))
+
+
+def set_group(name: str, spec: str) -> None:
+    g = groups()
+    g[name] = spec
+    _set("groups", g)
+
+
+def presentation() -> bool:
+    return bool(_get("presentation", False))
+
+
+def set_presentation(value: bool) -> None:
+    _set("presentation", bool(value))
+
+
+def flag(name: str, default: Any = None) -> Any:
+    """Miscellaneous per-session values (training status, last results)."""
+    return _get("flag." + name, default)
+
+
+def set_flag(name: str, value: Any) -> None:
+    _set("flag." + name, value)
+
+
+# ------------------------------------------------------------------ URL
+def _encode_thresholds(thr: dict[str, float]) -> str:
+    return ";".join(f"{k}:{v:.4g}" for k, v in sorted(thr.items()))
+
+
+def _decode_thresholds(text: str) -> dict[str, float]:
+    out = {}
+    for item in text.split(";"):
+        name, sep, value = item.rpartition(":")
+        if sep:
+            try:
+                out[name] = float(value)
+            except ValueError:
+                continue
+    return out
+
+
+def read_url_once() -> None:
+    """Copy shareable state from the URL into this session (first run of a session only)."""
+    if _get("url_read"):
+        return
+    _set("url_read", True)
+    qp = st.query_params
+    if "ct" in qp:
+        _set("cell_type", qp["ct"])
+    if qp.get("kind") in ("primary", "secondary"):
+        _set("threshold_kind", qp["kind"])
+    if "thr" in qp:
+        _set("thresholds_from_url", _decode_thresholds(qp["thr"]))
+    for g in ("g1", "g2"):
+        if g in qp:
+            set_group(g, qp[g])
+    if qp.get("present") == "1":
+        _set("presentation", True)
+    if "data" in qp:
+        _set("url_data", qp["data"])
+
+
+def url_thresholds() -> dict[str, float]:
+    """Thresholds given in the URL (applied once models are loaded)."""
+    return dict(_get("thresholds_from_url", {}))
+
+
+def consume_url_thresholds() -> dict[str, float]:
+    thr = url_thresholds()
+    _set("thresholds_from_url", {})
+    return thr
+
+
+def url_data() -> str | None:
+    return _get("url_data")
+
+
+def write_url() -> None:
+    """Mirror shareable state into the query parameters (only changed keys are written)."""
+    wanted: dict[str, str] = {}
+    d = data()
+    if d is not None and d.is_demo:
+        wanted["data"] = "demo"
+    if _get("cell_type"):
+        wanted["ct"] = _get("cell_type")
+    wanted["kind"] = threshold_kind()
+    thr = thresholds()
+    if thr:
+        wanted["thr"] = _encode_thresholds(thr)
+    for g, spec in groups().items():
+        if spec:
+            wanted[g] = spec
+    if presentation():
+        wanted["present"] = "1"
+    qp = st.query_params
+    for key in list(qp.keys()):
+        if key not in wanted:
+            del qp[key]
+    for key, value in wanted.items():
+        if qp.get(key) != value:
+            qp[key] = value

@@ -1,0 +1,205 @@
+"""Shared widgets: sidebar, error display, downloads, presentation mode, page guards."""
+
+from __future__ import annotations
+
+import io
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pandas as pd
+import streamlit as st
+
+from destvi_core.errors import DestVIError, DestVIWarning
+
+from . import charts, loaders, state
+
+DATA_PAGE = "app_pages/1_data_model.py"
+
+
+# ------------------------------------------------------------------ errors
+@contextmanager
+def user_errors(action: str = "") -> Iterator[None]:
+    """Show engine errors as ``st.error`` (with the fix) and DestVIWarnings as ``st.warning``.
+
+    Unexpected exceptions are shown as a short error with the details folded away — never a
+    red traceback. Streamlit's own control flow (rerun/stop) passes through.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DestVIWarning)
+        try:
+            yield
+        except DestVIError as err:
+            st.error(str(err), icon=":material/error:")
+        except Exception as err:  # noqa: BLE001 - last line of defence for the user
+            what = f" while {action}" if action else ""
+            st.error(f"Something went wrong{what}: {err}. Fix: check the inputs; if it persists, "
+                     "send the details below to the developers.", icon=":material/error:")
+            with st.expander("Technical details"):
+                st.code("".join(traceback.format_exception(err)), language=None)
+    shown = set()
+    for w in caught:
+        msg = str(w.message)
+        if issubclass(w.category, DestVIWarning) and msg not in shown:
+            shown.add(msg)
+            st.warning(msg, icon=":material/info:")
+
+
+def show_messages(messages: list[str] | tuple[str, ...]) -> None:
+    for msg in messages:
+        st.warning(msg, icon=":material/info:")
+
+
+# ------------------------------------------------------------------ layout helpers
+def width(base: int) -> int:
+    """Chart width, larger in presentation mode."""
+    return int(base * 1.35) if state.presentation() else base
+
+
+def show_chart(chart, key: str | None = None, **kwargs):
+    """Draw an Altair chart with the app's fonts (and return the selection state if any)."""
+    kwargs.setdefault("width", "content")  # keep the spec's width: spot maps need their aspect
+    return st.altair_chart(charts.finish(chart, state.presentation()), key=key, **kwargs)
+
+
+def _chart_bytes(chart, fmt: str) -> Callable[[], bytes]:
+    def render() -> bytes:
+        buf = io.BytesIO() if fmt == "png" else io.StringIO()
+        charts.finish(chart, state_presentation_snapshot).save(buf, format=fmt,
+                                                               **({"scale_factor": 2} if fmt == "png" else {}))
+        value = buf.getvalue()
+        return value if isinstance(value, bytes) else value.encode()
+
+    state_presentation_snapshot = state.presentation()
+    return render
+
+
+def downloads(chart, data: pd.DataFrame | None, stem: str, key: str) -> None:
+    """Figure (PNG, SVG) and data (CSV) downloads; rendered only when clicked."""
+    if state.presentation():
+        return
+    row = st.container(horizontal=True, gap="small")
+    cols = [row, row, row]
+    cols[0].download_button("⬇ PNG", _chart_bytes(chart, "png"), f"{stem}.png", "image/png",
+                            key=f"dl_png_{key}", on_click="ignore")
+    cols[1].download_button("⬇ SVG", _chart_bytes(chart, "svg"), f"{stem}.svg", "image/svg+xml",
+                            key=f"dl_svg_{key}", on_click="ignore")
+    if data is not None:
+        cols[2].download_button("⬇ CSV", lambda: data.to_csv(index=False).encode(), f"{stem}.csv",
+                                "text/csv", key=f"dl_csv_{key}", on_click="ignore")
+
+
+def csv_download(data: pd.DataFrame, stem: str, key: str, label: str = "⬇ CSV",
+                 index: bool = False) -> None:
+    st.download_button(label, lambda: data.to_csv(index=index).encode(), f"{stem}.csv", "text/csv",
+                       key=f"dl_{key}", on_click="ignore")
+
+
+def presentation_css() -> None:
+    if state.presentation():
+        st.html("""<style>
+        html, body, [class*="css"], .stMarkdown p, .stMarkdown li { font-size: 1.3rem !important; }
+        h1 { font-size: 3rem !important; } h2 { font-size: 2.2rem !important; }
+        h3 { font-size: 1.8rem !important; }
+        [data-testid="stMetricValue"] { font-size: 2.6rem !important; }
+        [data-testid="stWidgetLabel"] p { font-size: 1.2rem !important; }
+        [data-baseweb="select"] div, [data-testid="stDataFrame"] { font-size: 1.15rem !important; }
+        </style>""")
+
+
+# ------------------------------------------------------------------ guards and pickers
+def require_models() -> state.LoadedModels:
+    """The session's models, or a friendly pointer to the Data & model page (stops the page)."""
+    models = state.models()
+    if models is None:
+        st.info("No model yet. Start with the built-in demo or your own data on the "
+                "**Data & model** page.", icon=":material/arrow_back:")
+        st.page_link(DATA_PAGE, label="Go to Data & model", icon=":material/folder_open:")
+        st.stop()
+    apply_url_thresholds(models)
+    return models
+
+
+def apply_url_thresholds(models: state.LoadedModels) -> None:
+    thr = state.url_thresholds()
+    if thr:
+        types = loaders.cell_types(models)
+        for ct, value in state.consume_url_thresholds().items():
+            if ct in types:
+                state.set_threshold(ct, value)
+
+
+def type_picker(types: list[str], label: str = "Cell type", key: str = "page",
+                container=st) -> str:
+    """Cell-type selectbox shared by all pages (the choice follows the user across pages)."""
+    current = state.cell_type(types)
+    wkey = f"ct_pick_{key}"
+    if st.session_state.get(wkey) not in types:
+        st.session_state.pop(wkey, None)
+    choice = container.selectbox(label, types, index=types.index(current), key=wkey)
+    state.set_cell_type(choice)
+    return choice
+
+
+def current_thresholds(models: state.LoadedModels) -> dict[str, float]:
+    """Session thresholds, with the automatic value (of the chosen kind) for untouched types."""
+    auto = loaders.auto_thresholds(models.key, models)
+    base = auto.primary if state.threshold_kind() == "primary" else auto.secondary
+    out = {str(k): float(v) for k, v in base.items()}
+    out.update(state.thresholds())
+    return out
+
+
+# ------------------------------------------------------------------ startup and sidebar
+def autoload() -> None:
+    """First run of a session: reopen the demo when the URL asks for it or a model is cached."""
+    if state.flag("autoload_done") or state.data() is not None:
+        return
+    state.set_flag("autoload_done", True)
+    try:
+        entries = loaders.cache_entries()
+        wanted = state.url_data() == "demo"
+        store, _ = loaders._registry()
+        if not (wanted or store or len(entries)):
+            return
+        data = loaders.demo_data(0)
+        models = loaders.find_models(data, loaders.training_params())
+        if wanted or models is not None:
+            state.set_data(data)
+        if models is not None:
+            state.set_models(models)
+    except Exception:  # noqa: BLE001 - autoload is a convenience; the Data page reports errors
+        return
+
+
+def sidebar() -> None:
+    with st.sidebar:
+        st.toggle("Presentation mode", key="presentation_toggle", value=state.presentation(),
+                  help="Larger fonts and markers, fewer controls — for screen sharing.",
+                  on_change=lambda: state.set_presentation(st.session_state["presentation_toggle"]))
+        data, models = state.data(), state.models()
+        if data is None:
+            st.caption("No data loaded.")
+            return
+        st.caption(f"**Data:** {data.source}  \n{data.st.n_obs:,} spots · {data.sc.n_obs:,} cells · "
+                   f"{data.st.n_vars:,} genes")
+        if models is None:
+            st.caption("**Model:** not trained yet")
+            return
+        st.caption(f"**Model:** {models.origin}  \n`{models.key[:10]}`")
+        if not state.presentation():
+            export_button(models)
+
+
+def export_button(models: state.LoadedModels) -> None:
+    """'Export everything': h5ad + CSVs + parameters JSON, zipped by the engine."""
+    from . import export
+
+    if not export.available():
+        st.caption("Export bundle: waiting for destvi_core.analysis.export.")
+        return
+    st.download_button("⬇ Export everything (.zip)", export.bundle_callable(models),
+                       "destvi_analysis.zip", "application/zip", key="dl_bundle",
+                       on_click="ignore", help="Proportions, thresholds, gamma, DE results, "
+                       "parameters (h5ad + CSV + JSON).")
