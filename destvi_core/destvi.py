@@ -342,15 +342,19 @@ class DestVI:
         gene_idx, names = self._gene_index(genes)
         lib = self.mean_library_size if library_size is None else float(library_size)
         px_o = self.module.px_o if gene_idx is None else self.module.px_o[gene_idx]
+        rng = np.random.default_rng(seed)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         out = np.empty((n_samples, len(idx), len(names)), np.float32)
         rate = torch.exp(-px_o)
         for sl, x, rows in self._chunks(idx, batch_size):
             mean = lib * self._scale_tensor(ct, x, rows, gene_idx)  # [m, G]
             shape = (mean * rate).clamp_min(1e-8)
+            if self.device.type == "cpu":  # numpy's Gamma sampler is several times faster on CPU
+                draws = rng.standard_gamma(shape.numpy(), size=(n_samples, *shape.shape),
+                                           dtype=np.float32)
+                out[:, sl] = np.log1p(draws / rate.numpy())
+                continue
             for s in range(n_samples):
-                # Gamma(shape, rate) = standard Gamma(shape) / rate; torch._standard_gamma has no
-                # generator argument, so draw via the Marsaglia-free route: use torch.distributions
                 draws = _gamma_sample(shape, generator) / rate
                 out[s, sl] = torch.log1p(draws).cpu().numpy()
         return out.reshape(n_samples * len(idx), len(names))

@@ -148,3 +148,20 @@ def fit_models(sc: AnnData, st: AnnData, labels_key: str = "cell_type",
     sc_model, st_model = train_models(sc, st, labels_key, params, callback, should_stop)
     cache.put(key, sc_model, st_model, {"params": params.to_dict()})
     return FitResult(sc_model, st_model, from_cache=False, cache_key=key)
+
+
+def preset(name: str, **overrides) -> TrainingParams:
+    """Named parameter sets.
+
+    ``"tutorial"``: the scvi-tools tutorial (300 + 2,500 epochs). ``"quick"``: 100 + 300 epochs,
+    enough with ``init="data"`` on data of demo size (measured in bench/bench_models.py), for a
+    first look in minutes on a CPU. ``"reference"``: tutorial epochs and scvi-tools' own init.
+    """
+    presets = {
+        "tutorial": {},
+        "quick": {"sc_epochs": 100, "st_epochs": 300},
+        "reference": {"init": "reference"},
+    }
+    if name not in presets:
+        raise InputError(f"unknown preset {name!r}", f"use one of {', '.join(presets)}")
+    return TrainingParams(**{**presets[name], **overrides}).validate()

@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.optimize as so
-from scipy.stats import spearmanr
 
 from destvi_core.data import prepare_inputs, read_h5ad_safe
 from destvi_core.errors import DestVIWarning
+from destvi_core.evaluation import nnls_proportions, proportion_metrics
 from destvi_core.pseudospots import reference_from_cells, seqfish_pseudospots
 
 
@@ -39,29 +38,6 @@ def _short_params(**overrides):
                   seed=0)
     values.update(overrides)
     return pipeline, pipeline.TrainingParams(**values)
-
-
-def proportion_metrics(truth: pd.DataFrame, estimate: pd.DataFrame) -> dict[str, float]:
-    """RMSE over all entries and mean per-type Spearman (types with variation in the truth)."""
-    columns = [c for c in truth.columns if c in estimate.columns]
-    t, e = truth[columns].to_numpy(), estimate.loc[truth.index, columns].to_numpy()
-    rhos = [spearmanr(t[:, j], e[:, j])[0] if np.ptp(e[:, j]) > 0 else 0.0  # paper: NaN -> 0
-            for j in range(len(columns)) if np.ptp(t[:, j]) > 0]
-    return {"rmse": float(np.sqrt(((t - e) ** 2).mean())),
-            "spearman": float(np.mean(rhos)) if rhos else 0.0}
-
-
-def nnls_baseline(sc, st, labels_key: str = "cell_type") -> pd.DataFrame:
-    """Plain NNLS of normalised spot profiles on normalised reference mean profiles."""
-    x = sc.X.toarray()
-    x /= x.sum(axis=1, keepdims=True)
-    types = list(sc.obs[labels_key].cat.categories)
-    profiles = np.stack([x[(sc.obs[labels_key] == t).to_numpy()].mean(0) for t in types], 1)
-    y = st.X.toarray()
-    y /= y.sum(axis=1, keepdims=True)
-    est = np.stack([so.nnls(profiles, row)[0] for row in y])
-    est /= np.maximum(est.sum(axis=1, keepdims=True), 1e-12)
-    return pd.DataFrame(est, index=st.obs_names, columns=types)
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,7 +118,7 @@ def test_seqfish_cortex_short_run_accuracy(cortex):
     result = pipeline.fit_models(prep.sc, prep.st, "cell_type", params, use_cache=False)
     elapsed = time.perf_counter() - start
     destvi = proportion_metrics(truth, result.st_model.get_proportions())
-    nnls = proportion_metrics(truth, nnls_baseline(prep.sc, prep.st))
+    nnls = proportion_metrics(truth, nnls_proportions(prep.sc, prep.st))
     base = proportion_metrics(truth, uniform)
     print(f"\nseqFISH cortex pseudo-spots ({prep.st.n_obs} spots, {prep.sc.n_obs} cells, "
           f"{elapsed:.1f} s): DestVI RMSE {destvi['rmse']:.3f} Spearman {destvi['spearman']:.2f}"
