@@ -105,12 +105,18 @@ mode = st.radio("Model", ["Train (instant when cached)", "Load a saved model fol
 
 if mode.startswith("Train"):
     overrides = {}
+    presets = {"Quick look (100 + 300 epochs)": "quick", "Tutorial (300 + 2,500 epochs)": "tutorial"}
+    is_demo = data.source.startswith("built-in demo")
+    choice = st.selectbox("Training length", list(presets), index=0 if is_demo else 1, key="preset",
+                          help="Quick is enough for the demo and for a first look; the tutorial's "
+                               "epochs are the reference setting for final results.")
+    chosen = loaders.preset_params(presets[choice])
     with st.expander("Training settings", expanded=False):
         c1, c2, c3 = st.columns(3)
         overrides["sc_epochs"] = c1.number_input("Reference epochs (CondSCVI)", 1, 5000,
-                                                 int(getattr(default, "sc_epochs", 300)), key="sc_ep")
+                                                 int(chosen.sc_epochs), key=f"sc_ep_{presets[choice]}")
         overrides["st_epochs"] = c2.number_input("Spatial epochs (DestVI)", 1, 20000,
-                                                 int(getattr(default, "st_epochs", 2500)), key="st_ep")
+                                                 int(chosen.st_epochs), key=f"st_ep_{presets[choice]}")
         overrides["seed"] = c3.number_input("Seed", 0, 10**6, int(getattr(default, "seed", 0)), key="seed")
     params = loaders.training_params(**overrides)
     b1, b2, _ = st.columns([1, 1, 4])

@@ -36,13 +36,15 @@ def package_version() -> str:
 
 def environment_versions() -> dict:
     """Versions that matter for reproducing a result."""
-    import anndata
-    import scipy
-    import sklearn
+    from importlib.metadata import PackageNotFoundError, version
 
-    return {"destvi_studio": package_version(), "torch": torch.__version__,
-            "numpy": np.__version__, "scipy": scipy.__version__, "anndata": anndata.__version__,
-            "scikit_learn": sklearn.__version__, "python": platform.python_version()}
+    out = {"destvi_studio": package_version(), "python": platform.python_version()}
+    for pkg in ("torch", "numpy", "scipy", "pandas", "anndata", "scikit-learn", "gseapy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    return out
 
 
 def hash_strings(values) -> str:

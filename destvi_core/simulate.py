@@ -70,7 +70,7 @@ class SimulatedData:
 
     def true_gamma(self) -> np.ndarray:
         """Spot-level states stacked as ``[S, n_latent, C]`` (category order)."""
-        return np.stack([self.st.obsm[f"true_gamma_{ct}"] for ct in self.cell_types], axis=-1)
+        return np.stack([self.st.obsm[true_gamma_key(ct)] for ct in self.cell_types], axis=-1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -490,8 +490,13 @@ def _make_st(counts: sp.csr_matrix, genes: list[str], types: list[str], coords: 
     st.obsm["spatial"] = np.asarray(coords, dtype=np.float64)
     st.obsm["true_proportions"] = pd.DataFrame(freq, index=index, columns=types)
     for c, ct in enumerate(types):
-        st.obsm[f"true_gamma_{ct}"] = gamma[:, c, :].astype(np.float32)
+        st.obsm[true_gamma_key(ct)] = gamma[:, c, :].astype(np.float32)
     return st
+
+
+def true_gamma_key(cell_type: str) -> str:
+    """obsm key of a type's true state ('/' is not allowed in HDF5 keys)."""
+    return f"true_gamma_{cell_type}".replace("/", "_")
 
 
 def true_scale_for_ct(st: ad.AnnData, cell_type: str,
@@ -514,7 +519,7 @@ def true_scale_for_ct(st: ad.AnnData, cell_type: str,
     types = [str(t) for t in sim["cell_types"]]
     c = types.index(cell_type)
     idx = np.arange(st.n_obs) if indices is None else np.asarray(indices)
-    gamma = np.asarray(st.obsm[f"true_gamma_{cell_type}"])[idx]
+    gamma = np.asarray(st.obsm[true_gamma_key(cell_type)])[idx]
     logits = np.asarray(sim["mean_"])[c][None, :] + gamma @ np.asarray(sim["components_"])[c]
     if sim["link"] == "softmax":
         if "region" in st.obs:

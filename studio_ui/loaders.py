@@ -139,6 +139,15 @@ def training_params(**overrides: Any):
     return TrainingParams(**{k: v for k, v in defaults.items() if k in names})
 
 
+def preset_params(name: str):
+    """A named preset (``quick`` / ``tutorial``), tiny epochs when ``DESTVI_STUDIO_FAST``."""
+    from destvi_core.pipeline import preset
+
+    if fast():
+        return training_params()
+    return preset(name)
+
+
 def params_dict(params: Any) -> dict:
     """Parameters that change the trained weights (the device does not)."""
     if hasattr(params, "cache_dict"):

@@ -19,7 +19,6 @@ import math
 import re
 import zipfile
 from datetime import datetime, timezone
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
@@ -75,14 +74,10 @@ def _h5_keys(obj: Any) -> Any:
 
 
 def package_versions() -> dict[str, str]:
-    """Versions of the main dependencies (and of destvi-studio when installed)."""
-    out = {}
-    for pkg in ("numpy", "scipy", "pandas", "anndata", "scikit-learn", "torch", "gseapy", "destvi-studio"):
-        try:
-            out[pkg] = importlib_metadata.version(pkg)
-        except importlib_metadata.PackageNotFoundError:
-            continue
-    return out
+    """Versions of DestVI Studio and its main dependencies."""
+    from ..persistence import environment_versions
+
+    return environment_versions()
 
 
 def _check_index(df: pd.DataFrame, obs_names: pd.Index, what: str) -> pd.DataFrame:

@@ -1,0 +1,383 @@
+"""Command-line interface: ``python -m destvi_core {demo,train,export,cache}``.
+
+Every user-facing failure (:class:`~destvi_core.errors.DestVIError`, missing files) is printed as
+one line ``error: <message>`` on stderr with exit code 2 (argparse errors also exit 2); Ctrl-C
+during training prints "Training cancelled; nothing was written" and exits 130.
+
+Examples
+--------
+::
+
+    python -m destvi_core demo --out demo/
+    python -m destvi_core train --sc demo/sc.h5ad --st demo/st.h5ad --label-key cell_type \\
+        --out model/ --preset quick
+    python -m destvi_core export --model model/ --st demo/st.h5ad --out results.h5ad
+    python -m destvi_core cache list
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+EXIT_ERROR = 2
+EXIT_CANCELLED = 130
+CANCELLED_MESSAGE = "Training cancelled; nothing was written"
+
+PHASES = {"condscvi": "Reference model (CondSCVI)", "destvi": "Spatial model (DestVI)"}
+
+
+# ============================================================================================
+# parser
+# ============================================================================================
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m destvi_core",
+        description="DestVI Studio: deconvolution of spatial transcriptomics with DestVI.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    demo = sub.add_parser("demo", help="write the simulated demo data (sc.h5ad, st.h5ad, "
+                                       "genesets.gmt)")
+    demo.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+    train = sub.add_parser("train", help="train CondSCVI + DestVI and save the model pair")
+    train.add_argument("--sc", required=True, metavar="SC.h5ad",
+                       help="single-cell reference (raw counts)")
+    train.add_argument("--st", required=True, metavar="ST.h5ad",
+                       help="spatial data (.h5ad or Space Ranger folder, raw counts)")
+    train.add_argument("--label-key", required=True, help="obs column of the reference with "
+                                                          "the cell types")
+    train.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder to write")
+    train.add_argument("--sc-epochs", type=int, default=None,
+                       help="reference model epochs (default: from the preset)")
+    train.add_argument("--st-epochs", type=int, default=None,
+                       help="spatial model epochs (default: from the preset)")
+    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                       help="training device (default auto)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument("--preset", default="tutorial", choices=["tutorial", "quick", "reference"],
+                       help="parameter set (default tutorial: 300 + 2500 epochs)")
+    train.add_argument("--layer-sc", default=None, metavar="L",
+                       help="reference layer with raw counts (default layers['counts'] or X)")
+    train.add_argument("--layer-st", default=None, metavar="L",
+                       help="spatial layer with raw counts (default layers['counts'] or X)")
+    train.add_argument("--spatial-key", default="spatial",
+                       help="obsm key of the spot coordinates (default spatial)")
+    train.add_argument("--n-top-genes", type=int, default=2000,
+                       help="number of highly variable genes (default 2000)")
+    train.add_argument("--no-hvg", action="store_true",
+                       help="use all shared genes (no HVG selection)")
+    train.add_argument("--cache-dir", default=None, metavar="DIR",
+                       help="model cache folder (default $DESTVI_STUDIO_CACHE or "
+                            "~/.cache/destvi-studio)")
+    train.add_argument("--no-cache", action="store_true",
+                       help="neither read nor write the model cache")
+
+    export = sub.add_parser("export", help="write proportions and gamma of a trained model "
+                                           "into an .h5ad")
+    export.add_argument("--model", required=True, metavar="MODEL_DIR",
+                        help="model folder written by 'train'")
+    export.add_argument("--st", required=True, metavar="ST.h5ad",
+                        help="the spatial data the model was trained on")
+    export.add_argument("--out", required=True, metavar="RESULT.h5ad", help="output .h5ad")
+    export.add_argument("--sc", default=None, metavar="SC.h5ad",
+                        help="the reference (default: the path recorded at training)")
+    export.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="device (default auto)")
+
+    cache = sub.add_parser("cache", help="list or clear the model cache")
+    cache_sub = cache.add_subparsers(dest="cache_command", metavar="ACTION")
+    cache_sub.required = True
+    lst = cache_sub.add_parser("list", help="list cached models")
+    lst.add_argument("--cache-dir", default=None, metavar="DIR", help="cache folder")
+    clear = cache_sub.add_parser("clear", help="remove one or all cached models")
+    clear.add_argument("--key", default=None, help="remove only this entry")
+    clear.add_argument("--cache-dir", default=None, metavar="DIR", help="cache folder")
+    return parser
+
+
+# ============================================================================================
+# helpers
+# ============================================================================================
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())
+
+
+def _collected_warnings(caught, already: list[str] = ()) -> list[str]:
+    """Messages of the DestVIWarnings in ``caught`` not already reported (order kept)."""
+    from .errors import DestVIWarning
+
+    seen = set(already)
+    out = []
+    for item in caught:
+        if issubclass(item.category, DestVIWarning):
+            msg = str(item.message)
+            if msg not in seen:
+                seen.add(msg)
+                out.append(msg)
+    return out
+
+
+def _read_inputs(sc_path: str | Path, st_path: str | Path):
+    from .data import read_h5ad_safe, read_spatial
+
+    return read_h5ad_safe(sc_path), read_spatial(st_path)
+
+
+def _prepare(sc, st, pre: dict):
+    from .data import prepare_inputs
+
+    return prepare_inputs(sc, st, labels_key=pre["labels_key"], layer_sc=pre.get("layer_sc"),
+                          layer_st=pre.get("layer_st"),
+                          spatial_key=pre.get("spatial_key", "spatial"),
+                          n_top_genes=int(pre.get("n_top_genes", 2000)),
+                          hvg=bool(pre.get("hvg", True)))
+
+
+class _Progress:
+    """tqdm progress bars, one per training phase (reference, then spatial model)."""
+
+    def __init__(self, stream=None):
+        self.stream = stream if stream is not None else sys.stderr
+        self.bar = None
+        self.model = None
+
+    def __call__(self, progress) -> None:
+        from tqdm import tqdm
+
+        if progress.model != self.model or self.bar is None:
+            self.close()
+            self.model = progress.model
+            self.bar = tqdm(total=progress.n_epochs, desc=PHASES.get(progress.model, progress.model),
+                            unit="epoch", file=self.stream, dynamic_ncols=True)
+        self.bar.update(progress.epoch - self.bar.n)
+        loss = progress.loss.get("loss")
+        if loss is not None:
+            self.bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+        if progress.epoch >= progress.n_epochs:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+# ============================================================================================
+# commands
+# ============================================================================================
+
+def cmd_demo(args) -> int:
+    from .simulate import write_demo
+
+    paths = write_demo(args.out, seed=args.seed)
+    labels = {"sc": "reference", "st": "spatial data", "gene_sets": "gene sets"}
+    print(f"Wrote the demo data (seed {args.seed}):")
+    for key, path in paths.items():
+        print(f"  {labels.get(key, key)}: {path}")
+    return 0
+
+
+def _training_params(args):
+    from .pipeline import preset
+
+    overrides = {"seed": args.seed, "device": args.device}
+    if args.sc_epochs is not None:
+        overrides["sc_epochs"] = args.sc_epochs
+    if args.st_epochs is not None:
+        overrides["st_epochs"] = args.st_epochs
+    return preset(args.preset, **overrides)
+
+
+def cmd_train(args) -> int:
+    from . import persistence
+    from .cache import ModelCache
+    from .device import describe_device, resolve_device
+    from .errors import InputError
+    from .pipeline import fit_models
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file", "give a folder for the model")
+    params = _training_params(args)  # validate before reading data
+    sc_path, st_path = Path(args.sc).resolve(), Path(args.st).resolve()
+    pre = {"labels_key": args.label_key, "layer_sc": args.layer_sc, "layer_st": args.layer_st,
+           "spatial_key": args.spatial_key, "n_top_genes": args.n_top_genes,
+           "hvg": not args.no_hvg}
+    progress = _Progress()
+    try:
+        sc, st = _read_inputs(sc_path, st_path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            prepared = _prepare(sc, st, pre)
+        for line in prepared.report.summary_lines():
+            print(line)
+        for msg in _collected_warnings(caught, prepared.report.warnings):
+            print(f"Warning: {msg}")
+        print(f"Training on {describe_device(resolve_device(params.device))}: {params.sc_epochs} reference epochs, "
+              f"{params.st_epochs} spatial epochs (preset {args.preset}, seed {params.seed})",
+              flush=True)
+        cache = None if args.no_cache else ModelCache(args.cache_dir)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = fit_models(prepared.sc, prepared.st, labels_key=args.label_key,
+                                params=params, callback=progress, cache=cache,
+                                use_cache=not args.no_cache)
+        progress.close()
+        for msg in _collected_warnings(caught):
+            print(f"Warning: {msg}")
+    except KeyboardInterrupt:
+        progress.close()
+        print(CANCELLED_MESSAGE, file=sys.stderr)
+        return EXIT_CANCELLED
+    finally:
+        progress.close()
+    if result.from_cache:
+        print(f"Loaded the trained models from the cache (key {result.cache_key[:12]})")
+    extra = {"preprocessing": pre, "params": params.to_dict(),
+             "inputs": {"sc": str(sc_path), "st": str(st_path)},
+             "from_cache": result.from_cache, "cache_key": result.cache_key}
+    persistence.save_models(out, result.sc_model, result.st_model, extra_metadata=extra)
+    props = result.st_model.get_proportions()
+    print(f"Saved the model pair to {out} ({len(props.columns)} cell types, "
+          f"{props.shape[0]} spots, {len(result.st_model.genes)} genes)")
+    return 0
+
+
+def _export_inputs(args, meta: dict):
+    from .errors import InputError
+
+    extra = meta.get("extra") or {}
+    recorded = (extra.get("inputs") or {}).get("sc")
+    if args.sc is not None:
+        sc_path = Path(args.sc)
+    elif recorded and Path(recorded).exists():
+        sc_path = Path(recorded)
+    else:
+        where = f" (the recorded reference {recorded} does not exist)" if recorded else ""
+        raise InputError(f"the model needs its single-cell reference to be loaded{where}",
+                         "pass the reference with --sc SC.h5ad")
+    pre = extra.get("preprocessing")
+    if not pre:  # saved by the app or the cache: keep all genes, subset to the model's later
+        pre = {"labels_key": meta["labels_key"], "hvg": False, "subset_to_model": True}
+    return sc_path, dict(pre)
+
+
+def cmd_export(args) -> int:
+    import numpy as np
+    import pandas as pd
+
+    from . import persistence
+    from .analysis.export import _h5_keys, json_safe, safe_name
+    from .errors import InputError
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise InputError(f"--out {out} is a folder", "give a file name such as results.h5ad")
+    meta = persistence.read_metadata(args.model)
+    sc_path, pre = _export_inputs(args, meta)
+    sc, st = _read_inputs(sc_path, args.st)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prepared = _prepare(sc, st, pre)
+    for msg in _collected_warnings(caught):
+        print(f"Warning: {msg}")
+    sc_p, st_p = prepared.sc, prepared.st
+    genes = [str(g) for g in meta.get("genes", [])]
+    if pre.get("subset_to_model") and set(genes) <= set(map(str, sc_p.var_names)):
+        sc_p, st_p = sc_p[:, genes].copy(), st_p[:, genes].copy()
+    _, st_model = persistence.load_models(args.model, sc_p, st_p, device=args.device)
+
+    result = st_p.copy()
+    result.obs_names = result.obs_names.astype(str)
+    props = st_model.get_proportions()
+    cell_types = [str(c) for c in props.columns]
+    props.columns = [c.replace("/", "_") for c in cell_types]
+    props.index = result.obs_names
+    props = props.astype(np.float64)
+    result.obsm["proportions"] = props.div(props.sum(axis=1), axis=0)  # exact in float64
+    gamma_keys = {}
+    for ct, df in st_model.get_gamma().items():
+        key = f"gamma_{safe_name(ct)}"
+        gamma_keys[str(ct)] = key
+        result.obsm[key] = pd.DataFrame(df.to_numpy(), index=result.obs_names,
+                                        columns=[str(c) for c in df.columns])
+    info = json_safe({**meta, "cell_types": cell_types, "proportion_columns": list(props.columns),
+                      "gamma_keys": gamma_keys,
+                      "export": {"model": str(Path(args.model).resolve()),
+                                 "sc": str(sc_path.resolve()),
+                                 "st": str(Path(args.st).resolve())}})
+    result.uns["destvi"] = _h5_keys(info)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        result.write_h5ad(tmp)
+    except Exception:  # uns that h5py cannot store: keep it as one JSON string
+        result.uns["destvi"] = {"json": json.dumps(info)}
+        result.write_h5ad(tmp)
+    tmp.replace(out)
+    print(f"Wrote {out}: {result.n_obs} spots x {result.n_vars} genes, "
+          f"obsm['proportions'] ({len(cell_types)} cell types) and "
+          f"{len(gamma_keys)} obsm['gamma_<type>']")
+    return 0
+
+
+def cmd_cache(args) -> int:
+    from .cache import ModelCache
+
+    cache = ModelCache(args.cache_dir)
+    if args.cache_command == "list":
+        table = cache.list()
+        if table.empty:
+            print(f"The cache {cache.root} is empty")
+            return 0
+        shown = table.drop(columns=["path"]).copy()
+        shown["key"] = shown["key"].str[:12]
+        print(f"Cache {cache.root} ({len(table)} entries):")
+        print(shown.to_string(index=False))
+        return 0
+    removed = cache.clear(args.key)
+    if args.key is None:
+        print(f"Removed {removed} cache entries from {cache.root}")
+    elif removed:
+        print(f"Removed cache entry {args.key}")
+    else:
+        print(f"No cache entry {args.key} in {cache.root}")
+    return 0
+
+
+COMMANDS = {"demo": cmd_demo, "train": cmd_train, "export": cmd_export, "cache": cmd_cache}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 2 user error, 130 cancelled)."""
+    from .errors import DestVIError, TrainingCancelled
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+    try:
+        return COMMANDS[args.command](args)
+    except TrainingCancelled:
+        print(CANCELLED_MESSAGE, file=sys.stderr)
+        return EXIT_CANCELLED
+    except KeyboardInterrupt:
+        print("Interrupted", file=sys.stderr)
+        return EXIT_CANCELLED
+    except (DestVIError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+            PermissionError, FloatingPointError) as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
