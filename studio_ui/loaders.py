@@ -66,14 +66,13 @@ def _prepare(sc, stdata, labels_key: str, layer_sc: str | None, layer_st: str | 
 
 @st.cache_resource(show_spinner="Building the demo dataset…", max_entries=4)
 def demo_data(seed: int = 0) -> LoadedData:
-    """The built-in lymph-node-like demo, prepared like any user data."""
-    from destvi_core.simulate import demo_dataset
+    """The built-in lymph-node-like demo, prepared like any user data (cached on disk too)."""
+    from destvi_core.cache import prepared_demo
 
-    sim = demo_dataset(seed=seed)
-    prepared, report, msgs = _prepare(sim.sc, sim.st, "cell_type", None, None)
-    return LoadedData(key=_sha("demo", seed, prepared.sc.n_vars), source=f"built-in demo (seed {seed})",
-                      sc=prepared.sc, st=prepared.st, labels_key="cell_type", report=report,
-                      messages=tuple(msgs), gene_sets=dict(sim.gene_sets), is_demo=True)
+    sc, stdata, report, msgs, gene_sets = prepared_demo(seed)
+    return LoadedData(key=_sha("demo", seed, sc.n_vars), source=f"built-in demo (seed {seed})",
+                      sc=sc, st=stdata, labels_key="cell_type", report=report,
+                      messages=tuple(msgs), gene_sets=dict(gene_sets), is_demo=True)
 
 
 @st.cache_resource(show_spinner="Reading file…", max_entries=8)

@@ -249,3 +249,20 @@ def test_real_models_round_trip_and_corruption(tmp_path):
     with pytest.warns(DestVIWarning, match="was corrupted .* will be retrained"):
         third = pipeline.fit_models(prep.sc, prep.st, "cell_type", params, cache=cache)
     assert not third.from_cache and cache.keys() == [first.cache_key]
+
+
+def test_prepared_demo_is_built_once_then_read_from_disk(tmp_path, monkeypatch):
+    import destvi_core.simulate as simulate
+    from destvi_core.cache import prepared_demo
+
+    sc, st, report, messages, gene_sets = prepared_demo(0, root=tmp_path)
+    assert (tmp_path / "demo").is_dir() and report["n_spots"] == st.n_obs
+
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("the demo was rebuilt instead of read from disk")
+
+    monkeypatch.setattr(simulate, "demo_dataset", no_rebuild)
+    sc2, st2, report2, _, gene_sets2 = prepared_demo(0, root=tmp_path)
+    assert (sc.X != sc2.X).nnz == 0 and (st.X != st2.X).nnz == 0
+    assert list(st.obs_names) == list(st2.obs_names) and report2 == report
+    assert gene_sets2 == gene_sets
