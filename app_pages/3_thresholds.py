@@ -71,9 +71,11 @@ def type_row(i: int, ct: str) -> None:
         ui.show_chart(m, key=f"kept_{i}")
     with right:
         curve = auto.curves[ct]
+        z_height = ui.width(240)
         z = charts.z_curve(curve, auto.primary[ct], auto.secondary[ct], value,
-                           width=ui.width(360), height=ui.width(240))
-        ui.show_chart(z, key=f"z_{i}")
+                           width=ui.width(300), height=z_height)
+        # layered charts get a clipped automatic height: give the frame room for title and axes
+        ui.show_chart(z, key=f"z_{i}", height=z_height + 90)
     ui.downloads(m, spots.loc[spots[ct] > value, ["spot", "x", "y", ct]], f"kept_spots_{ct}", f"kept{i}")
     state.write_url()
 

@@ -185,7 +185,7 @@ def value_map(spots: pd.DataFrame, values: np.ndarray, label: str, width: int = 
     tips = [alt.Tooltip("spot:N"), alt.Tooltip("value:Q", title=label, format=".3g")]
     grey = alt.Chart(data[~mask]).mark_circle(size=size, color=GREY, opacity=0.5).encode(x=x, y=y)
     col = alt.Chart(data[mask]).mark_circle(size=size, opacity=0.95).encode(
-        x=x, y=y, tooltip=tips, color=alt.Color("value:Q", title=label, scale=alt.Scale(scheme=scheme)))
+        x=x, y=y, tooltip=tips, color=alt.Color("value:Q", title="value", scale=alt.Scale(scheme=scheme)))
     layers = [lyr for lyr in (_image_layer(image, xs, ys), grey, col) if lyr is not None]
     return alt.layer(*layers).add_params(alt.selection_interval(bind="scales")).properties(
         width=width, height=height, title=title or label)
@@ -218,12 +218,12 @@ def z_curve(curve: pd.DataFrame, primary: float, secondary: float, current: floa
         tooltip=[alt.Tooltip("cutoff:Q", format=".3f"), alt.Tooltip("z:Q", format=".1f")])
     smooth = base.mark_line(color="#0072B2", strokeWidth=2.5).encode(y="z_smooth:Q")
     marks = pd.DataFrame({"value": [primary, secondary, current],
-                          "marker": ["automatic (primary)", "automatic (secondary)", "current"]})
+                          "marker": ["primary (auto)", "secondary (auto)", "current"]})
     rules = alt.Chart(marks).mark_rule(strokeWidth=2.5).encode(
         x="value:Q",
         color=alt.Color("marker:N", title=None, scale=alt.Scale(
             domain=list(marks["marker"]), range=["#D55E00", "#E69F00", "#000000"]),
-            legend=alt.Legend(orient="bottom")),
+            legend=alt.Legend(orient="right")),
         strokeDash=alt.StrokeDash("marker:N", scale=alt.Scale(
             domain=list(marks["marker"]), range=[[6, 4], [2, 2], [1, 0]]), legend=None),
         tooltip=["marker:N", alt.Tooltip("value:Q", format=".3f")])

@@ -164,7 +164,9 @@ def autoload() -> None:
         if not (wanted or store or len(entries)):
             return
         data = loaders.demo_data(0)
-        models = loaders.find_models(data, loaders.training_params())
+        models = None
+        for params in (loaders.preset_params("quick"), loaders.training_params()):
+            models = models or loaders.find_models(data, params)
         if wanted or models is not None:
             state.set_data(data)
         if models is not None:
