@@ -127,39 +127,17 @@ def truth_of(st):
 
 
 def prop_metrics(truth, pred) -> dict:
-    """RMSE over all entries and mean per-type Spearman (NaN -> 0), as spec 5.3 metrics_vector."""
-    import numpy as np
-    from scipy.stats import spearmanr
+    """RMSE and mean per-type Spearman (spec 5.3 metrics_vector): destvi_core.evaluation."""
+    from destvi_core.evaluation import proportion_metrics
 
-    pred = pred.loc[truth.index, list(truth.columns)].to_numpy(float)
-    gt = truth.to_numpy(float)
-    rho = []
-    for c in range(gt.shape[1]):
-        r = spearmanr(gt[:, c], pred[:, c]).statistic
-        rho.append(0.0 if not np.isfinite(r) else float(r))
-    return {"rmse": float(np.sqrt(np.mean((gt - pred) ** 2))), "spearman": float(np.mean(rho))}
+    return proportion_metrics(truth, pred)
 
 
 def nnls_proportions(sc, st, labels_key: str = "cell_type"):
-    """Floor: per-type mean of per-cell normalised profiles, NNLS per spot, normalised weights."""
-    import numpy as np
-    import pandas as pd
-    import scipy.sparse as sp
-    from scipy.optimize import nnls
+    """The NNLS floor of destvi_core.evaluation (reference mean profiles, NNLS per spot)."""
+    from destvi_core.evaluation import nnls_proportions as floor
 
-    x = sc.X
-    lib = np.asarray(x.sum(1)).ravel()
-    xn = sp.diags(1.0 / np.maximum(lib, 1)) @ x if sp.issparse(x) else x / np.maximum(lib, 1)[:, None]
-    labels = sc.obs[labels_key].astype("category")
-    types = [str(c) for c in labels.cat.categories]
-    prof = np.stack([np.asarray(xn[(labels == t).to_numpy()].mean(0)).ravel() for t in types], 1)
-    y = st.X.toarray() if sp.issparse(st.X) else np.asarray(st.X)
-    y = y / np.maximum(y.sum(1, keepdims=True), 1)
-    out = np.zeros((y.shape[0], len(types)))
-    for s in range(y.shape[0]):
-        w, _ = nnls(prof, y[s])
-        out[s] = w / w.sum() if w.sum() > 0 else 1.0 / len(types)
-    return pd.DataFrame(out, index=st.obs_names, columns=types)
+    return floor(sc, st, labels_key)
 
 
 def time_to(evals: list[dict], final: dict, nnls_rmse: float, sp_target: float | None = None):

@@ -21,7 +21,7 @@ from .errors import DestVIWarning, InputError
 from .nn_blocks import (FCLayers, GaussianEncoder, inverse_softplus, kl_normal_standard,
                         mean_composition, nb_log_prob_logits)
 from .tensors import counts_matrix, iter_chunks, to_device_tensor
-from .training import ProgressCallback, TrainingConfig, run_training, seed_everything
+from .training import ProgressCallback, fit_model, seed_everything
 
 
 class CondSCVIModule(nn.Module):
@@ -131,17 +131,10 @@ class CondSCVI:
               n_epochs_kl_warmup: int | None = 400, callback: ProgressCallback | None = None,
               should_stop=None) -> "CondSCVI":
         """Fit the model (Adam, eps 0.01, weight decay 1e-6; KL warm-up over 400 epochs)."""
-        seed_everything(self.seed)
         x = to_device_tensor(counts_matrix(self.adata, self.layer), self.device)
         y = torch.as_tensor(self.labels, device=self.device)
-        config = TrainingConfig(max_epochs=max_epochs, lr=lr, batch_size=batch_size,
-                                n_epochs_kl_warmup=n_epochs_kl_warmup, seed=self.seed,
-                                history=self.history)
-        self.train_params = dict(max_epochs=max_epochs, lr=lr, batch_size=batch_size,
-                                 n_epochs_kl_warmup=n_epochs_kl_warmup)
-        run_training(self.module, {"x": x, "y": y}, config, "condscvi", callback, should_stop)
-        self.is_trained = True
-        return self
+        return fit_model(self, {"x": x, "y": y}, "condscvi", max_epochs, lr, batch_size,
+                         n_epochs_kl_warmup, callback, should_stop)
 
     # ------------------------------------------------------------------ inference
     @torch.inference_mode()

@@ -21,7 +21,7 @@ from .device import resolve_device
 from .errors import InputError, ModelMismatchError
 from .nn_blocks import FCLayers, inverse_softplus, mean_composition, nb_log_prob_logits
 from .tensors import counts_matrix, iter_chunks, to_device_tensor
-from .training import ProgressCallback, TrainingConfig, run_training, seed_everything
+from .training import ProgressCallback, fit_model, seed_everything
 
 AMORTIZATIONS = ("both", "latent", "proportion", "none")
 
@@ -217,17 +217,10 @@ class DestVI:
               n_epochs_kl_warmup: int | None = 200, callback: ProgressCallback | None = None,
               should_stop=None) -> "DestVI":
         """Fit abundances, states, eta and beta (Adam eps 0.01, wd 1e-6; loss scaled by n_spots)."""
-        seed_everything(self.seed)
         x = self._counts()
         ind = torch.arange(x.shape[0], device=self.device)
-        config = TrainingConfig(max_epochs=max_epochs, lr=lr, batch_size=batch_size,
-                                n_epochs_kl_warmup=n_epochs_kl_warmup, seed=self.seed,
-                                history=self.history)
-        self.train_params = dict(max_epochs=max_epochs, lr=lr, batch_size=batch_size,
-                                 n_epochs_kl_warmup=n_epochs_kl_warmup)
-        run_training(self.module, {"x": x, "ind": ind}, config, "destvi", callback, should_stop)
-        self.is_trained = True
-        return self
+        return fit_model(self, {"x": x, "ind": ind}, "destvi", max_epochs, lr, batch_size,
+                         n_epochs_kl_warmup, callback, should_stop)
 
     # ---------------------------------------------------------------- inference helpers
     def _indices(self, indices) -> np.ndarray:

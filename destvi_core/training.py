@@ -134,6 +134,25 @@ def run_training(module: torch.nn.Module, data: dict[str, torch.Tensor], config:
     return history
 
 
+def fit_model(model, data: dict[str, torch.Tensor], name: str, max_epochs: int, lr: float,
+              batch_size: int, n_epochs_kl_warmup: int | None,
+              callback: ProgressCallback | None = None, should_stop=None):
+    """Train ``model.module`` on ``data``; record the parameters and history on ``model``.
+
+    ``model`` is a :class:`~destvi_core.condscvi.CondSCVI` or :class:`~destvi_core.destvi.DestVI`
+    (anything with ``module``, ``seed``, ``history``, ``train_params`` and ``is_trained``).
+    """
+    seed_everything(model.seed)
+    config = TrainingConfig(max_epochs=max_epochs, lr=lr, batch_size=batch_size,
+                            n_epochs_kl_warmup=n_epochs_kl_warmup, seed=model.seed,
+                            history=model.history)
+    model.train_params = dict(max_epochs=max_epochs, lr=lr, batch_size=batch_size,
+                              n_epochs_kl_warmup=n_epochs_kl_warmup)
+    run_training(model.module, data, config, name, callback, should_stop)
+    model.is_trained = True
+    return model
+
+
 def seed_everything(seed: int) -> np.random.Generator:
     """Seed torch (all devices) and return a numpy Generator for the same seed."""
     torch.manual_seed(seed)
