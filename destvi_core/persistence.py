@@ -197,8 +197,11 @@ def load_models(directory: str | Path, sc_adata: AnnData, st_adata: AnnData,
         check_compatible(meta, sc_adata, st_adata)
     device = resolve_device(device)
     sc_meta, st_meta = meta["condscvi"], meta["destvi"]
+    # the saved weights replace any initialisation: skip the data-scaled one (a pass over the counts)
+    hparams = {**sc_meta["hparams"], "init": "reference"}
     sc_model = CondSCVI(sc_adata, labels_key=meta["labels_key"], layer=meta["layers"]["sc"],
-                        seed=sc_meta["seed"], device=device, **sc_meta["hparams"])
+                        seed=sc_meta["seed"], device=device, **hparams)
+    sc_model.hparams = dict(sc_meta["hparams"])
     sc_model.cell_types = list(meta["cell_types"])
     lookup = {c: i for i, c in enumerate(sc_model.cell_types)}
     sc_model.labels = sc_adata.obs[meta["labels_key"]].astype(str).map(lookup).to_numpy().astype(np.int64)
