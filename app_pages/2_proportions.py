@@ -3,15 +3,11 @@
 import pandas as pd
 import streamlit as st
 
-from studio_ui import charts, loaders, state, ui
+from studio_ui import charts, state, ui
 from studio_ui.palette import type_colors
 
 st.title("Proportion maps")
-models = ui.require_models()
-data = state.data()
-types = loaders.cell_types(models)
-spots = loaders.spot_table(models.key, models)
-image = loaders.histology(data.key, data)
+models, data, types, spots, image = ui.model_page()
 
 c1, c2 = st.columns([2, 3])
 ct = ui.type_picker(types, key="prop", container=c1)

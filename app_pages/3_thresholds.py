@@ -10,12 +10,8 @@ from studio_ui import charts, loaders, state, ui
 st.title("Thresholds")
 st.caption("DestVI proportions are never exactly zero: a cut-off per cell type decides which spots "
            "contain it. The automatic cut-off is read from the spatial-autocorrelation (Z) curve.")
-models = ui.require_models()
-data = state.data()
-types = loaders.cell_types(models)
-spots = loaders.spot_table(models.key, models)
+models, data, types, spots, image = ui.model_page()
 auto = loaders.auto_thresholds(models.key, models)
-image = loaders.histology(data.key, data)
 
 
 def auto_value(ct: str) -> float:

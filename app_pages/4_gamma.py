@@ -11,11 +11,7 @@ from studio_ui import charts, loaders, state, ui
 st.title("Gamma explorer")
 st.caption("Each spot's continuous cell state (gamma) for one cell type, summarised by a "
            "spatially-weighted PCA: similar colours = similar states.")
-models = ui.require_models()
-data = state.data()
-types = loaders.cell_types(models)
-spots = loaders.spot_table(models.key, models)
-image = loaders.histology(data.key, data)
+models, data, types, spots, image = ui.model_page()
 
 c1, c2, c3 = st.columns([2, 2, 2])
 ct = ui.type_picker(types, key="gamma", container=c1)

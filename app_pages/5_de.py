@@ -1,7 +1,6 @@
 """DE volcano builder: two groups of spots → cell-type-specific DE → volcano, table, gene map."""
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from destvi_core.analysis import significance
@@ -10,12 +9,8 @@ from studio_ui import charts, groups, loaders, state, ui
 st.title("DE volcano builder")
 st.caption("Compare one cell type's imputed expression between two groups of spots "
            "(only spots that contain the type are used).")
-models = ui.require_models()
-data = state.data()
-types = loaders.cell_types(models)
-spots = loaders.spot_table(models.key, models)
+models, data, types, spots, image = ui.model_page()
 thresholds = ui.current_thresholds(models)
-image = loaders.histology(data.key, data)
 
 c1, c2 = st.columns([2, 3])
 ct = ui.type_picker(types, key="de", container=c1)

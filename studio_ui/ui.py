@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import NamedTuple
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
@@ -119,6 +120,24 @@ def require_models() -> state.LoadedModels:
         st.stop()
     apply_url_thresholds(models)
     return models
+
+
+class ModelPage(NamedTuple):
+    """What every analysis page reads first: models, data, types, the spot table, histology."""
+
+    models: state.LoadedModels
+    data: state.LoadedData
+    types: list[str]
+    spots: pd.DataFrame
+    image: dict | None
+
+
+def model_page() -> ModelPage:
+    """Inputs of an analysis page (stops the page with a pointer when no model is loaded)."""
+    models = require_models()
+    data = state.data()
+    return ModelPage(models, data, loaders.cell_types(models),
+                     loaders.spot_table(models.key, models), loaders.histology(data.key, data))
 
 
 def apply_url_thresholds(models: state.LoadedModels) -> None:
