@@ -106,7 +106,10 @@ def test_seqfish_pseudospots_are_sensible(cortex):
 
 @needs_seqfish
 def test_seqfish_cortex_short_run_accuracy(cortex):
-    pipeline, params = _short_params()
+    """13 coarse types (the rarest with 15 reference cells), 96 pseudo-spots, 400 steps."""
+    pipeline, params = _short_params(sc_epochs=60, st_epochs=400, n_hidden=128, vamp_prior_p=15)
+    cortex = cortex.copy()
+    cortex.obs["cell_type"] = cortex.obs["cell_type_coarse"]
     spots = seqfish_pseudospots(cortex, min_cells=2)
     ref = reference_from_cells(cortex)
     with warnings.catch_warnings():
@@ -124,6 +127,7 @@ def test_seqfish_cortex_short_run_accuracy(cortex):
           f"{elapsed:.1f} s): DestVI RMSE {destvi['rmse']:.3f} Spearman {destvi['spearman']:.2f}"
           f" | NNLS RMSE {nnls['rmse']:.3f} Spearman {nnls['spearman']:.2f}"
           f" | uniform RMSE {base['rmse']:.3f}")
-    # a 60-epoch run is a smoke test: accuracy is printed, not asserted (see report)
-    assert np.isfinite(destvi["rmse"]) and destvi["rmse"] < 0.5
+    # RMSE beats the NNLS floor; the raw per-type Spearman does not yet (README, Benchmarks)
+    assert destvi["rmse"] < nnls["rmse"] < base["rmse"]
+    assert destvi["spearman"] > 0.4
     assert nnls["rmse"] < base["rmse"] and nnls["spearman"] > 0.3  # the gold standard is usable
