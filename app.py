@@ -1,6 +1,6 @@
 """DestVI Studio — Streamlit entry point: page config, navigation, shared sidebar.
 
-Run with ``streamlit run app.py``. Pages live in ``app_pages/`` (not ``pages/``: Streamlit would
+Run with ``streamlit run app.py``. Pages live in ``pages/`` (not ``pages/``: Streamlit would
 also auto-discover that folder as a legacy multipage app) and only draw; the engine is
 ``destvi_core`` and every cached loader is in ``studio_ui.loaders``.
 """
@@ -14,16 +14,18 @@ st.set_page_config(page_title="DestVI Studio", page_icon="🧬", layout="wide",
 
 state.read_url_once()
 page = st.navigation([
-    st.Page("app_pages/1_data_model.py", url_path="data", title="Data & model", icon=":material/folder_open:", default=True),
-    st.Page("app_pages/2_proportions.py", url_path="proportions", title="Proportion maps", icon=":material/map:"),
-    st.Page("app_pages/3_thresholds.py", url_path="thresholds", title="Thresholds", icon=":material/tune:"),
-    st.Page("app_pages/4_gamma.py", url_path="gamma", title="Gamma explorer", icon=":material/palette:"),
-    st.Page("app_pages/5_de.py", url_path="de", title="DE volcano", icon=":material/scatter_plot:"),
+    st.Page("pages/1_data_model.py", url_path="data", title="Data & model", icon=":material/folder_open:", default=True),
+    st.Page("pages/2_proportions.py", url_path="proportions", title="Proportion maps", icon=":material/map:"),
+    st.Page("pages/3_thresholds.py", url_path="thresholds", title="Thresholds", icon=":material/tune:"),
+    st.Page("pages/4_gamma.py", url_path="gamma", title="Gamma explorer", icon=":material/palette:"),
+    st.Page("pages/5_de.py", url_path="de", title="DE volcano", icon=":material/scatter_plot:"),
 ])
 ui.autoload()
 ui.presentation_css()
 ui.sidebar()
+state.set_flag("in_shell", True)
 try:
     page.run()
 finally:
+    state.set_flag("in_shell", False)
     state.write_url()

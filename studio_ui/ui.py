@@ -16,7 +16,25 @@ from destvi_core.errors import DestVIError, DestVIWarning
 
 from . import charts, loaders, state
 
-DATA_PAGE = "app_pages/1_data_model.py"
+DATA_PAGE = "pages/1_data_model.py"
+
+
+# ------------------------------------------------------------------ page shell
+def page_title(title: str) -> None:
+    """Start a page: make sure it runs inside app.py's shell, then draw its title.
+
+    Streamlit treats a ``pages/`` folder as a legacy multipage app until the entry script has
+    called ``st.navigation`` once in the process, so on a freshly started server a deep link
+    (e.g. ``/thresholds`` from a shared URL) would run the page file alone, without page config,
+    sidebar or autoload. When app.py did not open this run, switch the legacy mode off and rerun
+    through app.py (same URL, same page).
+    """
+    if not state.flag("in_shell"):
+        from streamlit.runtime.pages_manager import PagesManager
+
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+    st.title(title)
 
 
 # ------------------------------------------------------------------ errors

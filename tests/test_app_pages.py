@@ -91,8 +91,8 @@ def test_fresh_start_offers_demo():
     assert at.button(key="use_demo").label.startswith("▶ Use the demo")
 
 
-@pytest.mark.parametrize("page", ["app_pages/2_proportions.py", "app_pages/3_thresholds.py",
-                                  "app_pages/4_gamma.py", "app_pages/5_de.py"])
+@pytest.mark.parametrize("page", ["pages/2_proportions.py", "pages/3_thresholds.py",
+                                  "pages/4_gamma.py", "pages/5_de.py"])
 def test_pages_without_model_point_to_data_page(page):
     at = new_app(autoload=False)
     at.run()
@@ -138,7 +138,7 @@ def test_second_session_gets_model_instantly(trained):
 
 
 def test_proportions_page(trained):
-    at = loaded("app_pages/2_proportions.py")
+    at = loaded("pages/2_proportions.py")
     no_errors(at)
     assert len(charts(at)) >= 4  # one type, dominant, small multiples, mean bars
     before = charts(at)[2].proto.spec
@@ -158,7 +158,7 @@ def _kept(at: AppTest, ct: str) -> int:
 
 
 def test_threshold_slider_changes_kept_spots(trained):
-    at = loaded("app_pages/3_thresholds.py")
+    at = loaded("pages/3_thresholds.py")
     no_errors(at)
     sliders = [s for s in at.slider if s.key and s.key.startswith("thr_slider_")]
     assert len(sliders) >= 2
@@ -175,14 +175,14 @@ def test_threshold_slider_changes_kept_spots(trained):
 
 
 def test_threshold_kind_switch(trained):
-    at = loaded("app_pages/3_thresholds.py")
+    at = loaded("pages/3_thresholds.py")
     at.radio(key="thr_kind").set_value("primary").run()
     no_errors(at)
     assert at.query_params.get("kind") in ("primary", ["primary"])
 
 
 def test_gamma_page(trained):
-    at = loaded("app_pages/4_gamma.py")
+    at = loaded("pages/4_gamma.py")
     no_errors(at)
     assert "spots" in texts(at)
     assert "Source:" in texts(at)
@@ -190,7 +190,7 @@ def test_gamma_page(trained):
 
 
 def test_de_page_produces_table(trained):
-    at = loaded("app_pages/5_de.py")
+    at = loaded("pages/5_de.py")
     no_errors(at)
     at.button(key="de_run").click().run()
     no_errors(at)
@@ -206,16 +206,16 @@ def test_de_page_produces_table(trained):
 
 
 def test_query_params_restore_view(trained):
-    probe = loaded("app_pages/2_proportions.py")
+    probe = loaded("pages/2_proportions.py")
     types = probe.selectbox(key="ct_pick_prop").options
-    at = loaded("app_pages/2_proportions.py", ct=types[2], data="demo", present="1")
+    at = loaded("pages/2_proportions.py", ct=types[2], data="demo", present="1")
     no_errors(at)
     assert at.selectbox(key="ct_pick_prop").value == types[2]
     assert at.toggle(key="presentation_toggle").value is True
 
 
 def test_presentation_mode_hides_downloads(trained):
-    at = loaded("app_pages/2_proportions.py")
+    at = loaded("pages/2_proportions.py")
     n_normal = len(at.get("download_button"))
     at.toggle(key="presentation_toggle").set_value(True).run()
     no_errors(at)

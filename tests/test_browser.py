@@ -114,7 +114,14 @@ def no_exception(page) -> None:
 
 
 def test_every_page_in_a_browser(server, page):
-    page.goto(server)
+    # the very first request to a fresh server is a deep link: it must still run inside app.py
+    # (sidebar navigation, page config), not as a lone file of pages/
+    page.goto(server + "/thresholds")
+    page.get_by_text("No model yet").wait_for()
+    wait_idle(page)
+    assert page.get_by_test_id("stSidebarNav").is_visible()
+    assert page.title() == "DestVI Studio"
+    go(page, "Data & model")
     page.get_by_role("heading", name="Data & model").wait_for()
     page.get_by_role("button", name="▶ Use the demo").click()
     page.get_by_text("Loaded: built-in demo").wait_for(timeout=120_000)

@@ -6,7 +6,7 @@ import streamlit as st
 from destvi_core.analysis import significance
 from studio_ui import charts, groups, loaders, state, ui
 
-st.title("DE volcano builder")
+ui.page_title("DE volcano builder")
 st.caption("Compare one cell type's imputed expression between two groups of spots "
            "(only spots that contain the type are used).")
 models, data, types, spots, image = ui.model_page()

@@ -9,7 +9,7 @@ from destvi_core.errors import TrainingCancelled
 from studio_ui import charts, loaders, state, ui
 from studio_ui.palette import type_colors
 
-st.title("Data & model")
+ui.page_title("Data & model")
 
 # ------------------------------------------------------------------ 1. data
 st.header("1 · Data")
@@ -188,7 +188,7 @@ if hist:
     chart = charts.loss_chart(loss_df, width=ui.width(600))
     ui.show_chart(chart, key="loss_final")
     ui.downloads(chart, loss_df, "training_loss", "loss")
-st.page_link("app_pages/2_proportions.py", label="See the proportion maps →", icon=":material/map:")
+st.page_link("pages/2_proportions.py", label="See the proportion maps →", icon=":material/map:")
 
 if not state.presentation():
     with st.expander("Save this model to a folder"):

@@ -8,7 +8,7 @@ import streamlit as st
 from destvi_core.analysis import colormap_legend
 from studio_ui import charts, loaders, state, ui
 
-st.title("Gamma explorer")
+ui.page_title("Gamma explorer")
 st.caption("Each spot's continuous cell state (gamma) for one cell type, summarised by a "
            "spatially-weighted PCA: similar colours = similar states.")
 models, data, types, spots, image = ui.model_page()

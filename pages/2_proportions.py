@@ -6,7 +6,7 @@ import streamlit as st
 from studio_ui import charts, state, ui
 from studio_ui.palette import type_colors
 
-st.title("Proportion maps")
+ui.page_title("Proportion maps")
 models, data, types, spots, image = ui.model_page()
 
 c1, c2 = st.columns([2, 3])

@@ -7,7 +7,7 @@ import streamlit as st
 
 from studio_ui import charts, loaders, state, ui
 
-st.title("Thresholds")
+ui.page_title("Thresholds")
 st.caption("DestVI proportions are never exactly zero: a cut-off per cell type decides which spots "
            "contain it. The automatic cut-off is read from the spatial-autocorrelation (Z) curve.")
 models, data, types, spots, image = ui.model_page()
