@@ -20,6 +20,7 @@ page = st.navigation([
     st.Page("pages/4_gamma.py", url_path="gamma", title="Gamma explorer", icon=":material/palette:"),
     st.Page("pages/5_de.py", url_path="de", title="DE volcano", icon=":material/scatter_plot:"),
 ])
+ui.preload_chart_library()
 ui.autoload()
 ui.presentation_css()
 ui.sidebar()
@@ -29,3 +30,4 @@ try:
 finally:
     state.set_flag("in_shell", False)
     state.write_url()
+    ui.warm_up()

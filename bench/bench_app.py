@@ -39,7 +39,8 @@ RESULTS = ROOT / "bench" / "results"
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
-MAP = ".vega-embed canvas, .vega-embed svg"
+# a chart in the page body (the sidebar holds a hidden 1-px chart that preloads the library)
+MAP = '[data-testid="stMain"] .vega-embed canvas, [data-testid="stMain"] .vega-embed svg'
 # text of the first type's "N of M spots kept" caption (same reader before and after a move)
 CAPTION_JS = """() => { const el = [...document.querySelectorAll('[data-testid="stCaptionContainer"]')]
     .find(e => e.innerText.includes('spots kept')); return el ? el.innerText : null; }"""
@@ -183,7 +184,7 @@ def main() -> int:
                 page.locator(MAP).first.wait_for(state="visible")
                 total = time.perf_counter() - srv.t0
                 page_s = time.perf_counter() - t
-                n_maps = page.locator(".vega-embed").count()
+                n_maps = page.locator('[data-testid="stMain"] .vega-embed').count()
                 ok = page.get_by_text("Proportion maps").first.is_visible()
                 out(f"start {i + 1}: server ready {ready:.2f}s, page -> first map {page_s:.2f}s, "
                     f"total {total:.2f}s ({n_maps} charts so far, title visible={ok})")

@@ -22,14 +22,15 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from . import persistence
 from .data import hash_matrix
 from .errors import DestVIWarning
+from .model_files import read_metadata, read_proportions
 
 CACHE_ENV = "DESTVI_STUDIO_CACHE"
 """Environment variable overriding the default cache root (``~/.cache/destvi-studio``)."""
 
 _TMP_PREFIX = ".tmp-"
+_DEMO_DIR = "demo"  # the prepared built-in demo lives next to the entries (not an entry)
 
 
 def default_root() -> Path:
@@ -58,11 +59,28 @@ def _hash_strings(digest, values) -> None:
     digest.update(b"\1")
 
 
-def cache_key(sc: AnnData, st: AnnData, labels_key: str, params: dict) -> str:
-    """SHA-256 key of a (reference, spatial, labels, parameters) combination.
+def data_digest(sc: AnnData, st: AnnData, labels_key: str) -> str:
+    """SHA-256 of everything a trained pair depends on in the data.
 
     Covers the count matrices in X (:func:`~destvi_core.data.hash_matrix`: values + shape),
-    the labels, gene names, cell and spot names, and a canonical JSON of ``params``.
+    the labels, gene names, cell and spot names. Compute it once per dataset and pass it to
+    :func:`cache_key` for every parameter set.
+    """
+    digest = hashlib.sha256()
+    digest.update(hash_matrix(sc.X).encode())
+    digest.update(hash_matrix(st.X).encode())
+    digest.update(labels_key.encode() + b"\0")
+    _hash_strings(digest, sc.obs[labels_key].astype(str))
+    _hash_strings(digest, sc.var_names)
+    _hash_strings(digest, st.var_names)
+    _hash_strings(digest, sc.obs_names)
+    _hash_strings(digest, st.obs_names)
+    return digest.hexdigest()
+
+
+def cache_key(sc: AnnData, st: AnnData, labels_key: str, params: dict,
+              digest: str | None = None) -> str:
+    """SHA-256 key of a (reference, spatial, labels, parameters) combination.
 
     Parameters
     ----------
@@ -72,24 +90,19 @@ def cache_key(sc: AnnData, st: AnnData, labels_key: str, params: dict) -> str:
         Reference label column.
     params
         Training parameters that affect the weights (JSON-serialisable).
+    digest
+        :func:`data_digest` of ``(sc, st, labels_key)`` when already known (saves re-hashing).
 
     Returns
     -------
     str
         64-character hex digest.
     """
-    digest = hashlib.sha256()
-    digest.update(b"destvi-studio-cache-v1\0")
-    digest.update(hash_matrix(sc.X).encode())
-    digest.update(hash_matrix(st.X).encode())
-    digest.update(labels_key.encode() + b"\0")
-    _hash_strings(digest, sc.obs[labels_key].astype(str))
-    _hash_strings(digest, sc.var_names)
-    _hash_strings(digest, st.var_names)
-    _hash_strings(digest, sc.obs_names)
-    _hash_strings(digest, st.obs_names)
-    digest.update(_canonical_json(params).encode())
-    return digest.hexdigest()
+    key = hashlib.sha256()
+    key.update(b"destvi-studio-cache-v2\0")
+    key.update((digest or data_digest(sc, st, labels_key)).encode())
+    key.update(_canonical_json(params).encode())
+    return key.hexdigest()
 
 
 key_for = cache_key
@@ -125,6 +138,15 @@ class ModelCache:
     def __contains__(self, key: str) -> bool:
         return self.path(key).is_dir()
 
+    def proportions(self, key: str, spot_names) -> pd.DataFrame | None:
+        """Proportions saved with the entry, without loading the models (or torch).
+
+        ``None`` when there is no such entry or its ``proportions.npy`` is absent or does not
+        fit ``spot_names`` (see :func:`~destvi_core.model_files.read_proportions`).
+        """
+        entry = self.path(key)
+        return read_proportions(entry, spot_names) if entry.is_dir() else None
+
     def get(self, key: str, sc_adata: AnnData, st_adata: AnnData, device="auto"):
         """Load the pair stored under ``key``, or ``None`` if there is none.
 
@@ -145,6 +167,8 @@ class ModelCache:
         tuple or None
             ``(sc_model, st_model)`` from :func:`persistence.load_models`.
         """
+        from . import persistence  # imports torch: only when models are really loaded
+
         entry = self.path(key)
         if not entry.is_dir():
             return None
@@ -178,6 +202,8 @@ class ModelCache:
         Path
             The entry directory.
         """
+        from . import persistence
+
         dest = self.path(key)
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=self.root))
@@ -201,7 +227,7 @@ class ModelCache:
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir()
-                      if p.is_dir() and not p.name.startswith("."))
+                      if p.is_dir() and not p.name.startswith(".") and p.name != _DEMO_DIR)
 
     def list(self) -> pd.DataFrame:
         """One row per entry: key, created, size (MB), data sizes, cell types, epochs.
@@ -220,7 +246,7 @@ class ModelCache:
         row = {"key": key, "size_mb": round(_dir_size(entry) / 2 ** 20, 3),
                "path": str(entry), "status": "ok"}
         try:
-            meta = persistence.read_metadata(entry)
+            meta = read_metadata(entry)
         except Exception:
             row["status"] = "corrupted"
             return row
@@ -233,7 +259,8 @@ class ModelCache:
         return row
 
     def clear(self, key: str | None = None) -> int:
-        """Remove one entry (``key``) or every entry and leftover temporary directory.
+        """Remove one entry (``key``) or everything: entries, leftover temporary directories and
+        the prepared demo (rebuilt on demand).
 
         Returns
         -------
@@ -251,7 +278,7 @@ class ModelCache:
         removed = 0
         for child in self.root.iterdir():
             if child.is_dir():
-                removed += not child.name.startswith(".")
+                removed += not child.name.startswith(".") and child.name != _DEMO_DIR
                 shutil.rmtree(child, ignore_errors=True)
         return removed
 
@@ -283,7 +310,7 @@ def prepared_demo(seed: int = 0, root: str | Path | None = None):
     from .data import prepare_inputs
     from .simulate import demo_dataset
 
-    folder = Path(root or default_root()) / "demo" / f"v{__version__}-seed{seed}"
+    folder = Path(root or default_root()) / _DEMO_DIR / f"v{__version__}-seed{seed}"
     try:
         info = json.loads((folder / "info.json").read_text())
         return (ad.read_h5ad(folder / "sc.h5ad"), ad.read_h5ad(folder / "st.h5ad"),

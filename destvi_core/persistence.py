@@ -3,7 +3,9 @@
 A model directory holds ``condscvi.pt`` and ``destvi.pt`` (state dicts, read back with
 ``torch.load(..., weights_only=True)``) and ``metadata.json``: versions, seed, every
 hyper-parameter, genes, cell types, training histories and SHA-256 digests of the input count
-matrices and labels, so that loading against other data fails with a clear message.
+matrices and labels, so that loading against other data fails with a clear message. It also
+holds ``proportions.npy``, the proportions at save time, readable without torch
+(:mod:`destvi_core.model_files`).
 """
 
 from __future__ import annotations
@@ -23,10 +25,9 @@ from .data import hash_matrix
 from .device import resolve_device
 from .destvi import DestVI, DestVIModule
 from .errors import CorruptedModelError, ModelMismatchError
+from .model_files import (FORMAT_VERSION, META_FILE, PROPORTIONS_FILE, SC_FILE, ST_FILE,  # noqa: F401
+                          read_metadata, read_proportions, write_proportions)
 from .tensors import counts_matrix
-
-FORMAT_VERSION = 1
-SC_FILE, ST_FILE, META_FILE = "condscvi.pt", "destvi.pt", "metadata.json"
 
 
 def package_version() -> str:
@@ -119,26 +120,8 @@ def save_models(directory: str | Path, sc_model: CondSCVI, st_model: DestVI,
     torch.save({k: v.cpu() for k, v in st_model.module.state_dict().items()}, directory / ST_FILE)
     meta = build_metadata(sc_model, st_model, extra_metadata)
     (directory / META_FILE).write_text(json.dumps(meta, indent=1))
+    write_proportions(directory, st_model.get_proportions())
     return directory
-
-
-def read_metadata(directory: str | Path) -> dict:
-    """The metadata of a saved model; :class:`CorruptedModelError` if missing or unreadable."""
-    path = Path(directory) / META_FILE
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError as err:
-        raise CorruptedModelError(f"{directory} is not a DestVI Studio model directory "
-                                  f"({META_FILE} is missing). Fix: choose the folder written by "
-                                  "'train' or the app") from err
-    except (OSError, ValueError) as err:
-        raise CorruptedModelError(f"the model metadata in {directory} is unreadable ({err}). "
-                                  "Fix: retrain the model") from err
-    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
-        raise CorruptedModelError(f"{directory} was written by an incompatible version "
-                                  f"(format {meta.get('format_version') if isinstance(meta, dict) else '?'}). "
-                                  "Fix: retrain the model")
-    return meta
 
 
 def check_compatible(meta: dict, sc_adata: AnnData, st_adata: AnnData) -> None:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING
 
 from anndata import AnnData
 
-from .condscvi import CondSCVI
-from .destvi import DestVI
-from .device import resolve_device
 from .errors import InputError
-from .training import ProgressCallback
+
+if TYPE_CHECKING:  # the models import torch; parameters and presets do not need it
+    from .condscvi import CondSCVI
+    from .destvi import DestVI
+    from .training import ProgressCallback
 
 
 @dataclass
@@ -59,7 +61,10 @@ class TrainingParams:
             if not (0 < float(getattr(self, name)) < 1):
                 raise InputError(f"{name} must be between 0 and 1 (got {getattr(self, name)})",
                                  "use a learning rate such as 1e-3")
-        resolve_device(self.device)
+        if str(self.device).strip().lower() not in ("auto", "cpu"):  # needs torch to check
+            from .device import resolve_device
+
+            resolve_device(self.device)
         return self
 
     def to_dict(self) -> dict:
@@ -103,6 +108,9 @@ def train_models(sc: AnnData, st: AnnData, labels_key: str = "cell_type",
                  params: TrainingParams | None = None, callback: ProgressCallback | None = None,
                  should_stop=None) -> tuple[CondSCVI, DestVI]:
     """Train CondSCVI on the reference, then DestVI on the spots (no cache)."""
+    from .condscvi import CondSCVI
+    from .destvi import DestVI
+
     params = (params or TrainingParams()).validate()
     sc_model = CondSCVI(sc, labels_key=labels_key, n_latent=params.n_latent,
                         n_hidden=params.n_hidden, n_layers=params.n_layers,

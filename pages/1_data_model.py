@@ -176,6 +176,7 @@ if models is None:
     st.info("No model yet for these data.", icon=":material/info:")
     st.stop()
 
+ui.ensure_loaded(models)
 st.success(f"Model ready ({models.origin}).", icon=":material/check_circle:")
 hist = []
 for label, model in (("reference (CondSCVI)", models.sc_model), ("spatial (DestVI)", models.st_model)):

@@ -11,7 +11,7 @@ from studio_ui import charts, loaders, state, ui
 ui.page_title("Gamma explorer")
 st.caption("Each spot's continuous cell state (gamma) for one cell type, summarised by a "
            "spatially-weighted PCA: similar colours = similar states.")
-models, data, types, spots, image = ui.model_page()
+models, data, types, spots, image = ui.model_page(need_model=True)
 
 c1, c2, c3 = st.columns([2, 2, 2])
 ct = ui.type_picker(types, key="gamma", container=c1)

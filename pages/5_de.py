@@ -9,7 +9,7 @@ from studio_ui import charts, groups, loaders, state, ui
 ui.page_title("DE volcano builder")
 st.caption("Compare one cell type's imputed expression between two groups of spots "
            "(only spots that contain the type are used).")
-models, data, types, spots, image = ui.model_page()
+models, data, types, spots, image = ui.model_page(need_model=True)
 thresholds = ui.current_thresholds(models)
 
 c1, c2 = st.columns([2, 3])

@@ -8,14 +8,6 @@ from collections.abc import Callable
 from . import loaders, state
 
 
-def available() -> bool:
-    try:
-        from destvi_core.analysis.export import bundle_zip, export_bundle  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def session_results() -> dict:
     """DE / enrichment / sPCA results computed in this session (name -> table)."""
     return {"de": dict(state.flag("de_results", {}) or {}),
@@ -24,24 +16,30 @@ def session_results() -> dict:
 
 
 def bundle_callable(models: state.LoadedModels) -> Callable[[], bytes]:
-    """A zero-argument function building the zip; everything from the session is captured now
-    (the download runs outside the script run)."""
-    from destvi_core.analysis.export import bundle_zip, export_bundle
+    """A zero-argument function building the zip.
 
-    from .ui import current_thresholds
-
+    The session's choices (threshold kind and overrides, results) are captured now, because
+    the download runs outside the script run; everything heavy (automatic thresholds, gamma,
+    the engine's export module) happens only when the user clicks.
+    """
+    kind, overrides = state.threshold_kind(), dict(state.thresholds())
+    results = session_results()
+    data = state.data()
     spots = loaders.spot_table(models.key, models)
     types = loaders.cell_types(models)
     proportions = spots[types].set_index(spots["spot"])
-    thresholds = current_thresholds(models)
-    results = session_results()
-    data = state.data()
-    parameters = {"training": models.params, "model_key": models.key,
-                  "threshold_kind": state.threshold_kind(), "thresholds": thresholds,
-                  "data_source": data.source if data else None,
-                  "labels_key": data.labels_key if data else None}
+    source = (data.source, data.labels_key) if data else (None, None)
 
     def build() -> bytes:
+        from destvi_core.analysis.export import bundle_zip, export_bundle
+
+        auto = loaders.compute_auto_thresholds(spots, types)
+        thresholds = {str(k): float(v) for k, v in
+                      (auto.primary if kind == "primary" else auto.secondary).items()}
+        thresholds.update(overrides)
+        parameters = {"training": models.params, "model_key": models.key,
+                      "threshold_kind": kind, "thresholds": thresholds,
+                      "data_source": source[0], "labels_key": source[1]}
         gamma = models.st_model.get_gamma()
         with tempfile.TemporaryDirectory() as tmp:
             export_bundle(tmp, models.st_model.adata, proportions, thresholds=thresholds,

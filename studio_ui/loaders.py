@@ -173,8 +173,20 @@ def model_cache():
     return ModelCache()
 
 
+@st.cache_resource(show_spinner=False, max_entries=8)
+def data_digest(data_key: str, _data: LoadedData) -> str:
+    """Content digest of a dataset (hashed once, whatever the number of parameter sets)."""
+    from destvi_core.cache import data_digest as digest
+
+    return digest(_data.sc, _data.st, _data.labels_key)
+
+
 def find_models(data: LoadedData, params: Any, disk: bool = True) -> LoadedModels | None:
-    """Models for this data + parameters if already trained (memory, then the disk cache)."""
+    """Models for this data + parameters if already trained (memory, then the disk cache).
+
+    A disk hit whose entry carries saved proportions comes back at once with the models
+    deferred (loaded on first use, or by ``load_in_background``): maps draw without torch.
+    """
     key = model_key(data, params)
     store, lock = _registry()
     with lock:
@@ -185,11 +197,32 @@ def find_models(data: LoadedData, params: Any, disk: bool = True) -> LoadedModel
         return None
     from destvi_core.cache import cache_key
 
-    ckey = cache_key(data.sc, data.st, data.labels_key, params_dict(params))
-    hit = cache.get(ckey, data.sc, data.st, device=getattr(params, "device", "auto"))
-    if hit is None:
+    ckey = cache_key(data.sc, data.st, data.labels_key, params_dict(params),
+                     digest=data_digest(data.key, data))
+    if ckey not in cache:
         return None
-    return register(LoadedModels(key, hit[0], hit[1], data.key, params_dict(params), "cache"))
+    device = getattr(params, "device", "auto")
+    saved = cache.proportions(ckey, data.st.obs_names)
+    if saved is None:  # an entry without saved proportions: load now (and report damage now)
+        hit = cache.get(ckey, data.sc, data.st, device=device)
+        if hit is None:
+            return None
+        return register(LoadedModels(key, hit[0], hit[1], data.key, params_dict(params), "cache"))
+
+    def load() -> tuple[Any, Any]:
+        hit = cache.get(ckey, data.sc, data.st, device=device)
+        if hit is None:
+            with lock:
+                store.pop(key, None)
+            from destvi_core.errors import CorruptedModelError
+
+            raise CorruptedModelError(
+                "the cached model could not be loaded (it was damaged and has been removed). "
+                "Fix: train again on the Data & model page")
+        return hit
+
+    return register(LoadedModels(key, None, None, data.key, params_dict(params), "cache",
+                                 loader=load, saved_proportions=saved, spatial=data.st))
 
 
 def register(models: LoadedModels) -> LoadedModels:
@@ -245,8 +278,8 @@ def device_label(device: str = "auto") -> str:
 @st.cache_data(show_spinner=False, max_entries=16)
 def spot_table(model_key_: str, _models: LoadedModels) -> pd.DataFrame:
     """One row per spot: ``spot, x, y``, one column per type, ``dominant``, ``dominant_prop``."""
-    props = _models.st_model.get_proportions()
-    xy = np.asarray(_models.st_model.adata.obsm["spatial"], dtype=float)[:, :2]
+    props = _models.proportions()
+    xy = _models.spot_coordinates()
     df = pd.DataFrame({"spot": props.index.astype(str), "x": xy[:, 0], "y": xy[:, 1]})
     df = pd.concat([df, props.reset_index(drop=True).astype(float)], axis=1)
     values = props.to_numpy()
@@ -256,16 +289,19 @@ def spot_table(model_key_: str, _models: LoadedModels) -> pd.DataFrame:
 
 
 def cell_types(models: LoadedModels) -> list[str]:
-    return [str(c) for c in models.st_model.cell_types]
+    return models.cell_types
 
 
 @st.cache_data(show_spinner="Computing automatic thresholds…", max_entries=16)
 def auto_thresholds(model_key_: str, _models: LoadedModels) -> Any:
     """Both kinds of automatic threshold and the Z curves (ThresholdResult)."""
+    return compute_auto_thresholds(spot_table(model_key_, _models), cell_types(_models))
+
+
+def compute_auto_thresholds(spots: pd.DataFrame, types: list[str]) -> Any:
+    """Automatic thresholds from a spot table (uncached; see ``auto_thresholds``)."""
     from destvi_core.analysis.thresholds import automatic_thresholds
 
-    spots = spot_table(model_key_, _models)
-    types = cell_types(_models)
     return automatic_thresholds(spots[types].set_index(spots["spot"]),
                                 spots[["x", "y"]].to_numpy(), kind="primary")
 

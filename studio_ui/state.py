@@ -8,7 +8,9 @@ session starts, so a colleague opening the link gets the same view.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import streamlit as st
@@ -40,16 +42,89 @@ class LoadedData:
     is_demo: bool = False
 
 
-@dataclass(frozen=True)
 class LoadedModels:
-    """Trained models for one LoadedData (immutable, may be shared between sessions)."""
+    """Trained models for one LoadedData (immutable, may be shared between sessions).
 
-    key: str  # content key: data + parameters
-    sc_model: Any
-    st_model: Any
-    data_key: str
-    params: dict = field(default_factory=dict)
-    origin: str = "trained"  # "trained", "cache", "folder"
+    Built either from models in memory, or lazily from a disk-cache entry: then ``loader`` is
+    called (once, thread-safe) the first time ``sc_model``/``st_model`` is read, and the
+    proportions saved with the entry (``saved_proportions``) let the maps draw before that —
+    without importing torch. A failed load raises every time it is retried (the caller shows it).
+    """
+
+    def __init__(self, key: str, sc_model: Any, st_model: Any, data_key: str,
+                 params: dict | None = None, origin: str = "trained", *,
+                 loader: Callable[[], tuple[Any, Any]] | None = None,
+                 saved_proportions: Any = None, cell_types: list[str] | None = None,
+                 spatial: Any = None):
+        if loader is None and (sc_model is None or st_model is None):
+            raise ValueError("LoadedModels needs both models or a loader")
+        self.key, self.data_key = key, data_key
+        self.params = dict(params or {})
+        self.origin = origin
+        self.saved_proportions = saved_proportions
+        self._spatial = spatial  # the spatial AnnData (when the models are deferred)
+        self._pair = None if loader is not None else (sc_model, st_model)
+        self._loader = loader
+        self._lock = threading.Lock()
+        self._types = ([str(c) for c in cell_types] if cell_types is not None else
+                       None if self._pair is None else [str(c) for c in st_model.cell_types])
+        if self._types is None and saved_proportions is not None:
+            self._types = [str(c) for c in saved_proportions.columns]
+
+    @property
+    def loaded(self) -> bool:
+        return self._pair is not None
+
+    def load(self) -> tuple[Any, Any]:
+        """``(sc_model, st_model)``, loading them now if they were deferred."""
+        if self._pair is None:
+            with self._lock:
+                if self._pair is None:
+                    self._pair = self._loader()
+        return self._pair
+
+    def load_in_background(self) -> None:
+        """Start loading deferred models in a daemon thread (errors resurface on next access)."""
+        if self._pair is None and not self._lock.locked():
+            threading.Thread(target=self._quiet_load, name="destvi-model-load", daemon=True).start()
+
+    def _quiet_load(self) -> None:
+        try:
+            self.load()
+        except Exception:  # noqa: BLE001 - the next foreground access raises it for the user
+            pass
+
+    def proportions(self) -> Any:
+        """Spot x type proportions: the saved ones when available (same values for every
+        session, no model needed), else computed by the DestVI model."""
+        if self.saved_proportions is not None:
+            return self.saved_proportions
+        return self.st_model.get_proportions()
+
+    def spot_coordinates(self) -> Any:
+        """``[n_spots, 2]`` spatial coordinates of the spots."""
+        import numpy as np
+
+        adata = self._spatial if self._spatial is not None else self.st_model.adata
+        return np.asarray(adata.obsm["spatial"], dtype=float)[:, :2]
+
+    @property
+    def sc_model(self) -> Any:
+        return self.load()[0]
+
+    @property
+    def st_model(self) -> Any:
+        return self.load()[1]
+
+    @property
+    def cell_types(self) -> list[str]:
+        if self._types is None:
+            self._types = [str(c) for c in self.st_model.cell_types]
+        return list(self._types)
+
+    def __repr__(self) -> str:
+        return (f"LoadedModels(key={self.key[:10]!r}, origin={self.origin!r}, "
+                f"loaded={self.loaded})")
 
 
 def data() -> LoadedData | None:

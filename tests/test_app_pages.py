@@ -220,3 +220,47 @@ def test_presentation_mode_hides_downloads(trained):
     at.toggle(key="presentation_toggle").set_value(True).run()
     no_errors(at)
     assert len(at.get("download_button")) < n_normal
+
+
+# ------------------------------------------------------------------ a model from the disk cache
+def _forget_models_in_memory():
+    from studio_ui import loaders
+
+    store, lock = loaders._registry()
+    with lock:
+        store.clear()
+
+
+def test_cached_model_draws_maps_before_loading_then_loads_for_gamma(trained):
+    _forget_models_in_memory()
+    at = loaded("pages/2_proportions.py")
+    no_errors(at)
+    models = at.session_state["studio.models"]
+    assert models.origin == "cache" and models.saved_proportions is not None
+    assert len(charts(at)) >= 4
+    at.switch_page("pages/4_gamma.py").run()
+    no_errors(at)
+    assert at.session_state["studio.models"].loaded
+    assert "Top genes per axis" in [h.value for h in at.subheader]
+
+
+def test_damaged_cache_entry_shows_error_with_fix(trained):
+    from destvi_core.cache import ModelCache
+
+    for key in ModelCache().keys():
+        weights = ModelCache().path(key) / "destvi.pt"
+        weights.write_bytes(weights.read_bytes()[:100])
+    _forget_models_in_memory()
+    at = new_app()
+    at.switch_page("pages/2_proportions.py").run()  # a deep link, as a shared URL would be
+    no_errors(at)  # the maps come from the saved proportions
+    assert len(charts(at)) >= 4
+    models = at.session_state["studio.models"]
+    models._lock.acquire()  # wait for the background load started after the run, if any
+    models._lock.release()
+    at.switch_page("pages/5_de.py").run()
+    assert not at.exception
+    assert at.error and "Fix:" in at.error[0].value and "train again" in at.error[0].value
+    at.switch_page("pages/1_data_model.py").run()
+    assert not at.exception
+    assert any(b.key == "train" for b in at.button)  # the user can retrain right there

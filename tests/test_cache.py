@@ -65,9 +65,12 @@ class FakePersistence:
 
 @pytest.fixture
 def fake(monkeypatch) -> FakePersistence:
+    from destvi_core import persistence
+
     fake = FakePersistence()
-    for name in ("save_models", "load_models", "read_metadata"):
-        monkeypatch.setattr(cache_mod.persistence, name, getattr(fake, name))
+    for name in ("save_models", "load_models"):
+        monkeypatch.setattr(persistence, name, getattr(fake, name))
+    monkeypatch.setattr(cache_mod, "read_metadata", fake.read_metadata)
     return fake
 
 
@@ -147,7 +150,7 @@ def test_put_failure_leaves_no_entry(fake, tmp_path, monkeypatch):
         (directory / "condscvi.pt").write_bytes(b"half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(cache_mod.persistence, "save_models", boom)
+    monkeypatch.setattr("destvi_core.persistence.save_models", boom)
     cache = ModelCache(tmp_path)
     with pytest.raises(OSError, match="disk full"):
         cache.put("k1", FakeModel("sc"), FakeModel("st"))
@@ -244,6 +247,16 @@ def test_real_models_round_trip_and_corruption(tmp_path):
                                   second.st_model.get_proportions())
     listing = cache.list()
     assert listing.loc[0, "n_spots"] == 60 and listing.loc[0, "sc_epochs"] == 2
+    # the proportions saved with the entry are exactly the model's, readable without loading it
+    saved = cache.proportions(first.cache_key, prep.st.obs_names)
+    pd.testing.assert_frame_equal(saved, second.st_model.get_proportions(), check_dtype=False)
+    assert cache.proportions(first.cache_key, prep.st.obs_names[:-1]) is None  # other spots
+    assert cache.proportions("0" * 64, prep.st.obs_names) is None  # no such entry
+    saved_file = cache.path(first.cache_key) / "proportions.npy"
+    blob = saved_file.read_bytes()
+    saved_file.write_bytes(blob[:50])  # damaged: ignored, never raised
+    assert cache.proportions(first.cache_key, prep.st.obs_names) is None
+    saved_file.write_bytes(blob)
     weights = cache.path(first.cache_key) / "destvi.pt"
     weights.write_bytes(weights.read_bytes()[:100])  # truncate
     with pytest.warns(DestVIWarning, match="was corrupted .* will be retrained"):
@@ -266,3 +279,29 @@ def test_prepared_demo_is_built_once_then_read_from_disk(tmp_path, monkeypatch):
     assert (sc.X != sc2.X).nnz == 0 and (st.X != st2.X).nnz == 0
     assert list(st.obs_names) == list(st2.obs_names) and report2 == report
     assert gene_sets2 == gene_sets
+
+
+def test_first_map_path_does_not_import_torch():
+    """Parameters, hashing the data and reading a cache entry's proportions must not import
+    torch (~1 s): the app draws its first maps from these while the models load."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    code = textwrap.dedent("""
+        import sys
+        import destvi_core.cache as c
+        from destvi_core.pipeline import TrainingParams, preset
+        sc, st = __import__("tests.test_cache", fromlist=["make_pair"]).make_pair()
+        params = preset("quick").cache_dict()
+        TrainingParams(device="auto").validate()
+        c.ModelCache("/nonexistent").proportions(c.cache_key(sc, st, "cell_type", params), st.obs_names)
+        c.ModelCache("/nonexistent").list()
+        print("torch" in sys.modules)
+    """)
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
