@@ -222,6 +222,36 @@ def test_presentation_mode_hides_downloads(trained):
     assert len(at.get("download_button")) < n_normal
 
 
+def test_export_everything_bundle(trained):
+    """The sidebar's "Export everything" zip: captures this session's thresholds when drawn;
+    the heavy work runs only when the download is requested."""
+    import io
+    import json
+    import zipfile
+
+    import streamlit as st
+
+    from studio_ui import export
+
+    models = trained.session_state["studio.models"]
+    first = models.cell_types[0]
+    st.session_state["studio.data"] = trained.session_state["studio.data"]
+    st.session_state["studio.models"] = models
+    st.session_state["studio.threshold_kind"] = "primary"
+    st.session_state["studio.thresholds"] = {first: 0.5}
+    build = export.bundle_callable(models)
+    st.session_state["studio.thresholds"] = {first: 0.9}  # later changes are not in this zip
+    with zipfile.ZipFile(io.BytesIO(build())) as zf:
+        names = set(zf.namelist())
+        params = json.loads(zf.read("parameters.json"))["parameters"]
+        proportions = zf.read("proportions.csv").decode()
+    assert {"results.h5ad", "proportions.csv", "thresholds.csv", "parameters.json"} <= names
+    assert params["threshold_kind"] == "primary" and params["thresholds"][first] == 0.5
+    assert set(params["thresholds"]) == set(models.cell_types)  # automatic values for the rest
+    assert params["model_key"] == models.key
+    assert proportions.count("\n") == 1001  # header + 1,000 spots
+
+
 # ------------------------------------------------------------------ a model from the disk cache
 def _forget_models_in_memory():
     from studio_ui import loaders
