@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="reference model epochs (default: from the preset)")
     train.add_argument("--st-epochs", type=int, default=None,
                        help="spatial model epochs (default: from the preset)")
+    train.add_argument("--st-min-steps", type=int, default=None,
+                       help="at least this many spatial optimisation steps: small data sets get "
+                            "more epochs (default: from the preset; tutorial 5000, 0 = off)")
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                        help="training device (default auto)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -193,6 +196,8 @@ def _training_params(args):
         overrides["sc_epochs"] = args.sc_epochs
     if args.st_epochs is not None:
         overrides["st_epochs"] = args.st_epochs
+    if getattr(args, "st_min_steps", None) is not None:
+        overrides["st_min_steps"] = args.st_min_steps
     return preset(args.preset, **overrides)
 
 
@@ -201,7 +206,7 @@ def cmd_train(args) -> int:
     from .cache import ModelCache
     from .device import describe_device, resolve_device
     from .errors import InputError
-    from .pipeline import fit_models
+    from .pipeline import fit_models, spatial_schedule
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -221,8 +226,11 @@ def cmd_train(args) -> int:
             print(line)
         for msg in _collected_warnings(caught, prepared.report.warnings):
             print(f"Warning: {msg}")
+        st_epochs, _ = spatial_schedule(prepared.st.n_obs, params)
+        stretched = (f" (stretched from {params.st_epochs} to reach {params.st_min_steps:,} steps "
+                     "on this small data set)" if st_epochs > params.st_epochs else "")
         print(f"Training on {describe_device(resolve_device(params.device))}: {params.sc_epochs} reference epochs, "
-              f"{params.st_epochs} spatial epochs (preset {args.preset}, seed {params.seed})",
+              f"{st_epochs} spatial epochs{stretched} (preset {args.preset}, seed {params.seed})",
               flush=True)
         cache = None if args.no_cache else ModelCache(args.cache_dir)
         with warnings.catch_warnings(record=True) as caught:

@@ -163,3 +163,30 @@ def reference_from_cells(adata: AnnData, label_key: str = "cell_type",
                   var=adata.var.copy())
     ref.obs[label_key] = pd.Categorical(labels[keep]).remove_unused_categories()
     return ref
+
+
+def pseudospot_benchmark(cells: AnnData, label_key: str = "cell_type", min_cells: int = 2,
+                         n_top_genes: int = 2000) -> tuple[AnnData, AnnData, pd.DataFrame]:
+    """A ready-to-train deconvolution benchmark from single-cell resolved spatial data.
+
+    Pseudo-spots (:func:`seqfish_pseudospots`) and a reference of the same cells
+    (:func:`reference_from_cells`), both through :func:`~destvi_core.data.prepare_inputs`
+    (DestVIWarnings about dropped cells or genes are silenced: they are expected here).
+
+    Returns
+    -------
+    ``(sc, st, truth)``: prepared reference, prepared pseudo-spots, and the true proportions
+    ``[spots, types]`` aligned to ``st``.
+    """
+    import warnings
+
+    from .data import prepare_inputs
+    from .errors import DestVIWarning
+
+    spots = seqfish_pseudospots(cells, label_key=label_key, min_cells=min_cells)
+    ref = reference_from_cells(cells, label_key=label_key)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DestVIWarning)
+        prep = prepare_inputs(ref, spots, labels_key=label_key, n_top_genes=n_top_genes)
+    truth = spots.obsm["true_proportions"].loc[prep.st.obs_names]
+    return prep.sc, prep.st, truth

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import json
 import os
 import subprocess
@@ -20,7 +22,7 @@ from destvi_core.cli import CANCELLED_MESSAGE, main
 ROOT = Path(__file__).resolve().parents[1]
 TYPES = ["B/plasma", "T cells", "Monocytes", "DC"]
 TRAIN = ["--label-key", "cell_type", "--sc-epochs", "2", "--st-epochs", "2", "--device", "cpu",
-         "--n-top-genes", "150"]
+         "--st-min-steps", "0", "--n-top-genes", "150"]
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +149,15 @@ def test_train_progress_bar_has_two_phases(files, tmp_path, capsys):
     assert "loss=" in err
     meta = json.loads((tmp_path / "m" / "metadata.json").read_text())
     assert meta["extra"]["preprocessing"]["hvg"] is False and len(meta["genes"]) == 200
+
+
+def test_train_reports_small_data_step_floor(files, tmp_path, capsys):
+    code = main(["train", "--sc", str(files["sc"]), "--st", str(files["st"]),
+                 "--out", str(tmp_path / "m"), "--no-cache", *TRAIN[:-4], "--no-hvg",
+                 "--sc-epochs", "1", "--st-epochs", "1", "--st-min-steps", "6"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert re.search(r"\d+ spatial epochs \(stretched from 1 to reach 6 steps", out), out
 
 
 def _check_result(path: Path, n_spots: int):

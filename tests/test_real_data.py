@@ -14,7 +14,7 @@ import pytest
 from destvi_core.data import prepare_inputs, read_h5ad_safe
 from destvi_core.errors import DestVIWarning
 from destvi_core.evaluation import nnls_proportions, proportion_metrics
-from destvi_core.pseudospots import reference_from_cells, seqfish_pseudospots
+from destvi_core.pseudospots import pseudospot_benchmark, seqfish_pseudospots
 
 
 def _shared_data() -> Path:
@@ -35,7 +35,7 @@ needs_seqfish = pytest.mark.skipif(not (SEQFISH / "seqfish_cortex_svz.h5ad").is_
 def _short_params(**overrides):
     pipeline = pytest.importorskip("destvi_core.pipeline")
     values = dict(sc_epochs=15, st_epochs=60, n_hidden=32, vamp_prior_p=5, device="cpu",
-                  seed=0)
+                  seed=0, st_min_steps=0)
     values.update(overrides)
     return pipeline, pipeline.TrainingParams(**values)
 
@@ -110,20 +110,15 @@ def test_seqfish_cortex_short_run_accuracy(cortex):
     pipeline, params = _short_params(sc_epochs=60, st_epochs=400, n_hidden=128, vamp_prior_p=15)
     cortex = cortex.copy()
     cortex.obs["cell_type"] = cortex.obs["cell_type_coarse"]
-    spots = seqfish_pseudospots(cortex, min_cells=2)
-    ref = reference_from_cells(cortex)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DestVIWarning)
-        prep = prepare_inputs(ref, spots, n_top_genes=2000)
-    truth = spots.obsm["true_proportions"].loc[prep.st.obs_names]
+    sc, st, truth = pseudospot_benchmark(cortex)
     uniform = pd.DataFrame(1.0 / truth.shape[1], index=truth.index, columns=truth.columns)
     start = time.perf_counter()
-    result = pipeline.fit_models(prep.sc, prep.st, "cell_type", params, use_cache=False)
+    result = pipeline.fit_models(sc, st, "cell_type", params, use_cache=False)
     elapsed = time.perf_counter() - start
     destvi = proportion_metrics(truth, result.st_model.get_proportions())
-    nnls = proportion_metrics(truth, nnls_proportions(prep.sc, prep.st))
+    nnls = proportion_metrics(truth, nnls_proportions(sc, st))
     base = proportion_metrics(truth, uniform)
-    print(f"\nseqFISH cortex pseudo-spots ({prep.st.n_obs} spots, {prep.sc.n_obs} cells, "
+    print(f"\nseqFISH cortex pseudo-spots ({st.n_obs} spots, {sc.n_obs} cells, "
           f"{elapsed:.1f} s): DestVI RMSE {destvi['rmse']:.3f} Spearman {destvi['spearman']:.2f}"
           f" | NNLS RMSE {nnls['rmse']:.3f} Spearman {nnls['spearman']:.2f}"
           f" | uniform RMSE {base['rmse']:.3f}")
