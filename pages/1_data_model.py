@@ -118,7 +118,11 @@ if mode.startswith("Train"):
         overrides["st_epochs"] = c2.number_input("Spatial epochs (DestVI)", 1, 20000,
                                                  int(chosen.st_epochs), key=f"st_ep_{presets[choice]}")
         overrides["seed"] = c3.number_input("Seed", 0, 10**6, int(getattr(default, "seed", 0)), key="seed")
-    params = loaders.training_params(**overrides)
+    params = loaders.preset_params(presets[choice], **overrides)
+    st_epochs = loaders.spatial_epochs(data, params)
+    if st_epochs > params.st_epochs:
+        st.caption(f"Small slide: DestVI runs {st_epochs:,} epochs (at least "
+                   f"{params.st_min_steps:,} optimisation steps) instead of {params.st_epochs:,}.")
     b1, b2, _ = st.columns([1, 1, 4])
     train_clicked = b1.button("▶ Train", type="primary", key="train")
     b2.button("■ Cancel", key="cancel", disabled=not train_clicked,
@@ -137,7 +141,7 @@ if mode.startswith("Train"):
         rows: list[dict] = []
         last = {"t": 0.0}
         names = {"condscvi": "reference (CondSCVI)", "destvi": "spatial (DestVI)"}
-        total = int(getattr(params, "sc_epochs", 1)) + int(getattr(params, "st_epochs", 1))
+        total = int(params.sc_epochs) + st_epochs
 
         def on_progress(p) -> None:
             loss = p.loss.get("loss", sum(v for k, v in p.loss.items() if k != "kl_weight"))

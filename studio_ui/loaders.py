@@ -138,13 +138,21 @@ def training_params(**overrides: Any):
     return TrainingParams(**{k: v for k, v in defaults.items() if k in names})
 
 
-def preset_params(name: str):
-    """A named preset (``quick`` / ``tutorial``), tiny epochs when ``DESTVI_STUDIO_FAST``."""
+def preset_params(name: str, **overrides: Any):
+    """A named preset (``quick`` / ``tutorial``) with ``overrides`` (e.g. epochs from the form);
+    tiny epochs when ``DESTVI_STUDIO_FAST``."""
     from destvi_core.pipeline import preset
 
     if fast():
-        return training_params()
-    return preset(name)
+        return training_params(**overrides)
+    return preset(name, **overrides)
+
+
+def spatial_epochs(data: LoadedData, params: Any) -> int:
+    """DestVI epochs actually run on these data (small slides get a step floor)."""
+    from destvi_core.pipeline import spatial_schedule
+
+    return spatial_schedule(data.st.n_obs, params)[0]
 
 
 def params_dict(params: Any) -> dict:

@@ -294,3 +294,23 @@ def test_damaged_cache_entry_shows_error_with_fix(trained):
     at.switch_page("pages/1_data_model.py").run()
     assert not at.exception
     assert any(b.key == "train" for b in at.button)  # the user can retrain right there
+
+
+def test_training_form_params_match_the_preset_autoload_looks_for(monkeypatch):
+    """The Data page builds parameters from the chosen preset plus the form's epochs and seed;
+    untouched, they must equal the preset itself, or a model trained in the app would never be
+    found again by autoload (same cache key)."""
+    from destvi_core.pipeline import preset
+    from studio_ui import loaders
+
+    monkeypatch.delenv("DESTVI_STUDIO_FAST", raising=False)
+    for name in ("quick", "tutorial"):
+        p = preset(name)
+        form = loaders.preset_params(name, sc_epochs=p.sc_epochs, st_epochs=p.st_epochs, seed=0)
+        assert form == p
+        assert loaders.model_key(_FakeData(), form) == loaders.model_key(_FakeData(), p)
+    assert loaders.preset_params("quick", st_epochs=7).st_min_steps == 0  # quick: no step floor
+
+
+class _FakeData:
+    key = "data-key"
