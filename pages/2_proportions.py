@@ -18,9 +18,7 @@ left, right = st.columns(2)
 with left:
     chart = charts.proportion_map(spots, ct, types, width=ui.width(440), image=img,
                                   title=f"{ct} proportion")
-    import time as _t; print("T map1_start", _t.time(), flush=True)
     ui.show_chart(chart, key="map_one")
-    print("T map1_sent", _t.time(), flush=True)
     ui.downloads(chart, spots[["spot", "x", "y", ct]], f"proportion_{ct}", "one")
 with right:
     chart = charts.dominant_map(spots, types, width=ui.width(440), image=img)
