@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="spatial model epochs (default: from the preset)")
     train.add_argument("--st-min-steps", type=int, default=None,
                        help="at least this many spatial optimisation steps: small data sets get "
-                            "more epochs (default: from the preset; tutorial 5000, 0 = off)")
+                            "more epochs (default 0 = off)")
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                        help="training device (default auto)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -133,7 +133,7 @@ def training_params(**overrides: Any):
     names = {f.name for f in dataclasses.fields(TrainingParams)}
     defaults: dict[str, Any] = {}
     if fast():
-        defaults.update(sc_epochs=2, st_epochs=2, vamp_prior_p=3, st_min_steps=0)
+        defaults.update(sc_epochs=2, st_epochs=2, vamp_prior_p=3)
     defaults.update(overrides)
     return TrainingParams(**{k: v for k, v in defaults.items() if k in names})
 

@@ -17,7 +17,7 @@ def tiny_params(**overrides):
     from destvi_core.pipeline import TrainingParams
 
     values = dict(sc_epochs=3, st_epochs=3, n_hidden=32, n_latent=3, vamp_prior_p=5,
-                  device="cpu", seed=0, st_min_steps=0)
+                  device="cpu", seed=0)
     values.update(overrides)
     return TrainingParams(**values)
 

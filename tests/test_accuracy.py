@@ -27,7 +27,7 @@ PAPER_RMSE, PAPER_SPEARMAN = 0.08, 0.90
 
 def _run(sim, sc_epochs: int, st_epochs: int, n_latent: int = 5) -> tuple[dict, dict]:
     params = TrainingParams(sc_epochs=sc_epochs, st_epochs=st_epochs, n_latent=n_latent,
-                            vamp_prior_p=10, device="cpu", seed=0, st_min_steps=0)
+                            vamp_prior_p=10, device="cpu", seed=0)
     _, st_model = train_models(sim.sc, sim.st, "cell_type", params)
     truth = sim.st.obsm["true_proportions"]
     ours = proportion_metrics(truth, st_model.get_proportions())

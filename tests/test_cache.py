@@ -237,7 +237,7 @@ def test_real_models_round_trip_and_corruption(tmp_path):
     sim = simulate_destvi(n_spots=60, n_cells=150, n_types=3, n_genes=100, n_latent=2,
                           n_markers=10, program_size=5, n_decoys=2)
     prep = prepare_inputs(sim.sc, sim.st)
-    params = pipeline.TrainingParams(sc_epochs=2, st_epochs=2, vamp_prior_p=3, n_hidden=16, st_min_steps=0,
+    params = pipeline.TrainingParams(sc_epochs=2, st_epochs=2, vamp_prior_p=3, n_hidden=16,
                                      device="cpu")
     cache = ModelCache(tmp_path)
     first = pipeline.fit_models(prep.sc, prep.st, "cell_type", params, cache=cache)

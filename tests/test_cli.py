@@ -22,7 +22,7 @@ from destvi_core.cli import CANCELLED_MESSAGE, main
 ROOT = Path(__file__).resolve().parents[1]
 TYPES = ["B/plasma", "T cells", "Monocytes", "DC"]
 TRAIN = ["--label-key", "cell_type", "--sc-epochs", "2", "--st-epochs", "2", "--device", "cpu",
-         "--st-min-steps", "0", "--n-top-genes", "150"]
+         "--n-top-genes", "150"]
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +153,7 @@ def test_train_progress_bar_has_two_phases(files, tmp_path, capsys):
 
 def test_train_reports_small_data_step_floor(files, tmp_path, capsys):
     code = main(["train", "--sc", str(files["sc"]), "--st", str(files["st"]),
-                 "--out", str(tmp_path / "m"), "--no-cache", *TRAIN[:-4], "--no-hvg",
+                 "--out", str(tmp_path / "m"), "--no-cache", *TRAIN[:-2], "--no-hvg",
                  "--sc-epochs", "1", "--st-epochs", "1", "--st-min-steps", "6"])
     assert code == 0
     out = capsys.readouterr().out

@@ -457,10 +457,10 @@ def test_same_seed_same_results_other_seed_differs(tiny_models, tiny_data):
 # ============================================================================================
 
 def test_spatial_schedule_stretches_epochs_and_warmup():
-    assert TrainingParams().st_min_steps == 5000  # default: small data get >= 5,000 steps
-    assert spatial_schedule(96, TrainingParams()) == (5000, 400)  # 1 step/epoch: x2
-    assert spatial_schedule(300, TrainingParams()) == (2500, 200)  # 3 steps/epoch: unchanged
-    p = TrainingParams(st_epochs=10, st_kl_warmup_epochs=4, st_batch_size=128, st_min_steps=0)
+    assert spatial_schedule(96, TrainingParams()) == (2500, 200)  # default: no step floor
+    assert spatial_schedule(96, TrainingParams(st_min_steps=5000)) == (5000, 400)  # 1 step/epoch
+    assert spatial_schedule(300, TrainingParams(st_min_steps=5000)) == (2500, 200)  # 7,500 steps
+    p = TrainingParams(st_epochs=10, st_kl_warmup_epochs=4, st_batch_size=128)
     assert spatial_schedule(150, p) == (10, 4)  # st_min_steps = 0: unchanged
     p.st_min_steps = 100  # 10 epochs x 2 steps = 20 < 100 -> factor 5
     assert spatial_schedule(150, p) == (50, 20)
@@ -501,9 +501,10 @@ def test_presets_and_param_dicts():
     assert (tutorial.sc_lr, tutorial.st_lr, tutorial.vamp_prior_p) == (1e-3, 3e-3, 15)
     quick = preset("quick", seed=3)
     assert (quick.sc_epochs, quick.st_epochs, quick.seed, quick.st_min_steps) == (100, 300, 3, 0)
+    assert preset("tutorial", st_min_steps=5000).st_min_steps == 5000
     reference = preset("reference")
     assert (reference.init, reference.sc_epochs, reference.st_epochs) == ("reference", 300, 2500)
-    assert reference.st_min_steps == 0 and tutorial.st_min_steps == 5000
+    assert reference.st_min_steps == 0 and tutorial.st_min_steps == 0
     assert preset("quick", st_epochs=7).st_epochs == 7
     with pytest.raises(InputError, match="unknown preset"):
         preset("fast")

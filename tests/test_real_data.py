@@ -35,7 +35,7 @@ needs_seqfish = pytest.mark.skipif(not (SEQFISH / "seqfish_cortex_svz.h5ad").is_
 def _short_params(**overrides):
     pipeline = pytest.importorskip("destvi_core.pipeline")
     values = dict(sc_epochs=15, st_epochs=60, n_hidden=32, vamp_prior_p=5, device="cpu",
-                  seed=0, st_min_steps=0)
+                  seed=0)
     values.update(overrides)
     return pipeline, pipeline.TrainingParams(**values)
 
