@@ -180,14 +180,14 @@ if models is None:
     st.info("No model yet for these data.", icon=":material/info:")
     st.stop()
 
-ui.ensure_loaded(models)
 st.success(f"Model ready ({models.origin}).", icon=":material/check_circle:")
 hist = []
-for label, model in (("reference (CondSCVI)", models.sc_model), ("spatial (DestVI)", models.st_model)):
-    h = getattr(model, "history", None)
-    h = pd.DataFrame(h) if isinstance(h, list) else h
-    if isinstance(h, pd.DataFrame) and {"epoch", "loss"} <= set(h.columns):
-        hist.append(h[["epoch", "loss"]].assign(model=label))
+with ui.user_errors("reading the training history"):
+    labels = {"condscvi": "reference (CondSCVI)", "destvi": "spatial (DestVI)"}
+    for name, records in models.training_histories().items():
+        h = pd.DataFrame(records)
+        if {"epoch", "loss"} <= set(h.columns):
+            hist.append(h[["epoch", "loss"]].assign(model=labels[name]))
 if hist:
     loss_df = pd.concat(hist, ignore_index=True)
     chart = charts.loss_chart(loss_df, width=ui.width(600))
@@ -202,6 +202,7 @@ if not state.presentation():
             with ui.user_errors("saving the model"):
                 from destvi_core.persistence import save_models
 
+                ui.ensure_loaded(models)
                 path = save_models(out, models.sc_model, models.st_model,
                                    extra_metadata={"params": models.params, "source": data.source})
                 st.success(f"Saved to {path}")

@@ -230,7 +230,19 @@ def find_models(data: LoadedData, params: Any, disk: bool = True) -> LoadedModel
         return hit
 
     return register(LoadedModels(key, None, None, data.key, params_dict(params), "cache",
-                                 loader=load, saved_proportions=saved, spatial=data.st))
+                                 loader=load, saved_proportions=saved, spatial=data.st,
+                                 saved_histories=_saved_histories(cache.path(ckey))))
+
+
+def _saved_histories(entry: Path) -> dict[str, list] | None:
+    """Training histories from a cache entry's metadata (None when unreadable)."""
+    from destvi_core.model_files import read_metadata
+
+    try:
+        meta = read_metadata(entry)
+        return {name: list(meta[name]["history"]) for name in ("condscvi", "destvi")}
+    except Exception:  # noqa: BLE001 - the page then loads the models for their histories
+        return None
 
 
 def register(models: LoadedModels) -> LoadedModels:

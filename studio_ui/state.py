@@ -55,7 +55,7 @@ class LoadedModels:
                  params: dict | None = None, origin: str = "trained", *,
                  loader: Callable[[], tuple[Any, Any]] | None = None,
                  saved_proportions: Any = None, cell_types: list[str] | None = None,
-                 spatial: Any = None):
+                 spatial: Any = None, saved_histories: dict[str, list] | None = None):
         if loader is None and (sc_model is None or st_model is None):
             raise ValueError("LoadedModels needs both models or a loader")
         self.key, self.data_key = key, data_key
@@ -63,6 +63,7 @@ class LoadedModels:
         self.origin = origin
         self.saved_proportions = saved_proportions
         self._spatial = spatial  # the spatial AnnData (when the models are deferred)
+        self._saved_histories = saved_histories  # {"condscvi": [...], "destvi": [...]}
         self._pair = None if loader is not None else (sc_model, st_model)
         self._loader = loader
         self._lock = threading.Lock()
@@ -100,6 +101,15 @@ class LoadedModels:
         if self.saved_proportions is not None:
             return self.saved_proportions
         return self.st_model.get_proportions()
+
+    def training_histories(self) -> dict[str, list]:
+        """Per-epoch training records of both models (``{"condscvi": [...], "destvi": [...]}``),
+        from the saved metadata while the models are deferred."""
+        if self._pair is None and self._saved_histories is not None:
+            return self._saved_histories
+        sc_model, st_model = self.load()
+        return {"condscvi": list(getattr(sc_model, "history", None) or []),
+                "destvi": list(getattr(st_model, "history", None) or [])}
 
     def spot_coordinates(self) -> Any:
         """``[n_spots, 2]`` spatial coordinates of the spots."""

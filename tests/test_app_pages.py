@@ -261,6 +261,16 @@ def _forget_models_in_memory():
         store.clear()
 
 
+def test_cached_model_data_page_shows_history_from_metadata(trained):
+    _forget_models_in_memory()
+    at = new_app()
+    at.run()
+    no_errors(at)
+    assert any("Model ready (cache)" in s.value for s in at.success)
+    assert at.session_state["studio.models"]._saved_histories["destvi"]  # read without torch
+    assert any("loss" in c.proto.spec for c in charts(at))  # the loss curve is drawn
+
+
 def test_cached_model_draws_maps_before_loading_then_loads_for_gamma(trained):
     _forget_models_in_memory()
     at = loaded("pages/2_proportions.py")
