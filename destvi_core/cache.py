@@ -292,6 +292,22 @@ def _epochs(model_meta: dict):
     return train.get("max_epochs")
 
 
+def _demo_folder(seed: int, root: str | Path | None) -> Path:
+    from . import __version__
+
+    return Path(root or default_root()) / _DEMO_DIR / f"v{__version__}-seed{seed}"
+
+
+def prepared_demo_digest(seed: int = 0, root: str | Path | None = None) -> str | None:
+    """:func:`data_digest` of the prepared demo, recorded when it was built (None if unknown),
+    so opening the app with a cached model does not hash the demo again."""
+    try:
+        digest = json.loads((_demo_folder(seed, root) / "info.json").read_text())["data_digest"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return digest if isinstance(digest, str) and len(digest) == 64 else None
+
+
 def prepared_demo(seed: int = 0, root: str | Path | None = None):
     """The built-in demo after :func:`~destvi_core.data.prepare_inputs`, cached on disk.
 
@@ -306,11 +322,10 @@ def prepared_demo(seed: int = 0, root: str | Path | None = None):
 
     import anndata as ad
 
-    from . import __version__
     from .data import prepare_inputs
     from .simulate import demo_dataset
 
-    folder = Path(root or default_root()) / _DEMO_DIR / f"v{__version__}-seed{seed}"
+    folder = _demo_folder(seed, root)
     try:
         info = json.loads((folder / "info.json").read_text())
         return (ad.read_h5ad(folder / "sc.h5ad"), ad.read_h5ad(folder / "st.h5ad"),
@@ -324,7 +339,8 @@ def prepared_demo(seed: int = 0, root: str | Path | None = None):
     messages = list(dict.fromkeys(str(w.message) for w in caught
                                   if issubclass(w.category, DestVIWarning)))
     report = dataclasses.asdict(prepared.report)
-    info = {"report": report, "messages": messages, "gene_sets": dict(sim.gene_sets)}
+    info = {"report": report, "messages": messages, "gene_sets": dict(sim.gene_sets),
+            "data_digest": data_digest(prepared.sc, prepared.st, "cell_type")}
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))

@@ -67,12 +67,13 @@ def _prepare(sc, stdata, labels_key: str, layer_sc: str | None, layer_st: str | 
 @st.cache_resource(show_spinner="Building the demo dataset…", max_entries=4)
 def demo_data(seed: int = 0) -> LoadedData:
     """The built-in lymph-node-like demo, prepared like any user data (cached on disk too)."""
-    from destvi_core.cache import prepared_demo
+    from destvi_core.cache import prepared_demo, prepared_demo_digest
 
     sc, stdata, report, msgs, gene_sets = prepared_demo(seed)
     return LoadedData(key=_sha("demo", seed, sc.n_vars), source=f"built-in demo (seed {seed})",
                       sc=sc, st=stdata, labels_key="cell_type", report=report,
-                      messages=tuple(msgs), gene_sets=dict(gene_sets), is_demo=True)
+                      messages=tuple(msgs), gene_sets=dict(gene_sets), is_demo=True,
+                      digest=prepared_demo_digest(seed))
 
 
 @st.cache_resource(show_spinner="Reading file…", max_entries=8)
@@ -186,7 +187,7 @@ def data_digest(data_key: str, _data: LoadedData) -> str:
     """Content digest of a dataset (hashed once, whatever the number of parameter sets)."""
     from destvi_core.cache import data_digest as digest
 
-    return digest(_data.sc, _data.st, _data.labels_key)
+    return _data.digest or digest(_data.sc, _data.st, _data.labels_key)
 
 
 def find_models(data: LoadedData, params: Any, disk: bool = True) -> LoadedModels | None:

@@ -40,6 +40,7 @@ class LoadedData:
     messages: tuple[str, ...] = ()
     gene_sets: dict | None = None  # offline gene sets shipped with the data (demo)
     is_demo: bool = False
+    digest: str | None = None  # destvi_core.cache.data_digest, when known in advance
 
 
 class LoadedModels:

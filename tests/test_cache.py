@@ -279,6 +279,11 @@ def test_prepared_demo_is_built_once_then_read_from_disk(tmp_path, monkeypatch):
     assert (sc.X != sc2.X).nnz == 0 and (st.X != st2.X).nnz == 0
     assert list(st.obs_names) == list(st2.obs_names) and report2 == report
     assert gene_sets2 == gene_sets
+    # the digest recorded at build time is the data's, so the app can skip hashing the demo
+    from destvi_core.cache import data_digest, prepared_demo_digest
+
+    assert prepared_demo_digest(0, root=tmp_path) == data_digest(sc2, st2, "cell_type")
+    assert prepared_demo_digest(1, root=tmp_path) is None
 
 
 def test_first_map_path_does_not_import_torch():
