@@ -138,14 +138,15 @@ class ModelCache:
     def __contains__(self, key: str) -> bool:
         return self.path(key).is_dir()
 
-    def proportions(self, key: str, spot_names) -> pd.DataFrame | None:
+    def proportions(self, key: str, spot_names, meta: dict | None = None) -> pd.DataFrame | None:
         """Proportions saved with the entry, without loading the models (or torch).
 
         ``None`` when there is no such entry or its ``proportions.npy`` is absent or does not
-        fit ``spot_names`` (see :func:`~destvi_core.model_files.read_proportions`).
+        fit ``spot_names`` (see :func:`~destvi_core.model_files.read_proportions`). ``meta``:
+        the entry's metadata when already read.
         """
         entry = self.path(key)
-        return read_proportions(entry, spot_names) if entry.is_dir() else None
+        return read_proportions(entry, spot_names, meta) if entry.is_dir() else None
 
     def get(self, key: str, sc_adata: AnnData, st_adata: AnnData, device="auto"):
         """Load the pair stored under ``key``, or ``None`` if there is none.

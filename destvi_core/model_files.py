@@ -46,16 +46,19 @@ def write_proportions(directory: str | Path, proportions: pd.DataFrame) -> None:
             np.ascontiguousarray(proportions.to_numpy(), dtype=np.float32), allow_pickle=False)
 
 
-def read_proportions(directory: str | Path, spot_names) -> pd.DataFrame | None:
+def read_proportions(directory: str | Path, spot_names, meta: dict | None = None
+                     ) -> pd.DataFrame | None:
     """Saved proportions as a DataFrame (index ``spot_names``, columns = the model's types).
 
     Returns ``None`` when the file is absent (older folders), unreadable, or does not fit
     (shape, non-finite values, rows not summing to 1): callers then compute the proportions
-    from the loaded model instead. Never raises for a damaged file.
+    from the loaded model instead. Never raises for a damaged file. ``meta``: the folder's
+    metadata when the caller has already read it.
     """
     directory = Path(directory)
     try:
-        types = [str(t) for t in read_metadata(directory)["cell_types"]]
+        meta = meta if meta is not None else read_metadata(directory)
+        types = [str(t) for t in meta["cell_types"]]
         values = np.load(directory / PROPORTIONS_FILE, allow_pickle=False)
     except (CorruptedModelError, OSError, ValueError, KeyError, TypeError):
         return None

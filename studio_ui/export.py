@@ -27,16 +27,14 @@ def bundle_callable(models: state.LoadedModels) -> Callable[[], bytes]:
     data = state.data()
     spots = loaders.spot_table(models.key, models)
     types = loaders.cell_types(models)
-    proportions = spots[types].set_index(spots["spot"])
+    proportions = loaders.proportions(models)
     source = (data.source, data.labels_key) if data else (None, None)
 
     def build() -> bytes:
         from destvi_core.analysis.export import bundle_zip, export_bundle
 
-        auto = loaders.compute_auto_thresholds(spots, types)
-        thresholds = {str(k): float(v) for k, v in
-                      (auto.primary if kind == "primary" else auto.secondary).items()}
-        thresholds.update(overrides)
+        thresholds = loaders.merged_thresholds(loaders.compute_auto_thresholds(spots, types),
+                                               kind, overrides)
         parameters = {"training": models.params, "model_key": models.key,
                       "threshold_kind": kind, "thresholds": thresholds,
                       "data_source": source[0], "labels_key": source[1]}

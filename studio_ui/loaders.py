@@ -210,8 +210,15 @@ def find_models(data: LoadedData, params: Any, disk: bool = True) -> LoadedModel
                      digest=data_digest(data.key, data))
     if ckey not in cache:
         return None
+    from destvi_core.errors import DestVIError
+    from destvi_core.model_files import read_metadata
+
     device = getattr(params, "device", "auto")
-    saved = cache.proportions(ckey, data.st.obs_names)
+    try:
+        meta = read_metadata(cache.path(ckey))  # read once: proportions' types and histories
+    except DestVIError:
+        meta = None
+    saved = None if meta is None else cache.proportions(ckey, data.st.obs_names, meta)
     if saved is None:  # an entry without saved proportions: load now (and report damage now)
         hit = cache.get(ckey, data.sc, data.st, device=device)
         if hit is None:
@@ -232,17 +239,14 @@ def find_models(data: LoadedData, params: Any, disk: bool = True) -> LoadedModel
 
     return register(LoadedModels(key, None, None, data.key, params_dict(params), "cache",
                                  loader=load, saved_proportions=saved, spatial=data.st,
-                                 saved_histories=_saved_histories(cache.path(ckey))))
+                                 saved_histories=_saved_histories(meta)))
 
 
-def _saved_histories(entry: Path) -> dict[str, list] | None:
-    """Training histories from a cache entry's metadata (None when unreadable)."""
-    from destvi_core.model_files import read_metadata
-
+def _saved_histories(meta: dict) -> dict[str, list] | None:
+    """Training histories from a cache entry's metadata (None when they are not there)."""
     try:
-        meta = read_metadata(entry)
         return {name: list(meta[name]["history"]) for name in ("condscvi", "destvi")}
-    except Exception:  # noqa: BLE001 - the page then loads the models for their histories
+    except (KeyError, TypeError):  # the page then loads the models for their histories
         return None
 
 
@@ -317,6 +321,14 @@ def cell_types(models: LoadedModels) -> list[str]:
 def auto_thresholds(model_key_: str, _models: LoadedModels) -> Any:
     """Both kinds of automatic threshold and the Z curves (ThresholdResult)."""
     return compute_auto_thresholds(spot_table(model_key_, _models), cell_types(_models))
+
+
+def merged_thresholds(auto: Any, kind: str, overrides: dict[str, float]) -> dict[str, float]:
+    """The automatic cut-off of ``kind`` for every type, replaced by the user's ``overrides``."""
+    base = auto.primary if kind == "primary" else auto.secondary
+    out = {str(k): float(v) for k, v in base.items()}
+    out.update(overrides)
+    return out
 
 
 def compute_auto_thresholds(spots: pd.DataFrame, types: list[str]) -> Any:

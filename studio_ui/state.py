@@ -55,8 +55,8 @@ class LoadedModels:
     def __init__(self, key: str, sc_model: Any, st_model: Any, data_key: str,
                  params: dict | None = None, origin: str = "trained", *,
                  loader: Callable[[], tuple[Any, Any]] | None = None,
-                 saved_proportions: Any = None, cell_types: list[str] | None = None,
-                 spatial: Any = None, saved_histories: dict[str, list] | None = None):
+                 saved_proportions: Any = None, spatial: Any = None,
+                 saved_histories: dict[str, list] | None = None):
         if loader is None and (sc_model is None or st_model is None):
             raise ValueError("LoadedModels needs both models or a loader")
         self.key, self.data_key = key, data_key
@@ -68,10 +68,9 @@ class LoadedModels:
         self._pair = None if loader is not None else (sc_model, st_model)
         self._loader = loader
         self._lock = threading.Lock()
-        self._types = ([str(c) for c in cell_types] if cell_types is not None else
-                       None if self._pair is None else [str(c) for c in st_model.cell_types])
-        if self._types is None and saved_proportions is not None:
-            self._types = [str(c) for c in saved_proportions.columns]
+        source = saved_proportions.columns if saved_proportions is not None else (
+            st_model.cell_types if self._pair is not None else None)
+        self._types = None if source is None else [str(c) for c in source]
 
     @property
     def loaded(self) -> bool:

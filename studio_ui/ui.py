@@ -219,11 +219,8 @@ def type_picker(types: list[str], label: str = "Cell type", key: str = "page",
 
 def current_thresholds(models: state.LoadedModels) -> dict[str, float]:
     """Session thresholds, with the automatic value (of the chosen kind) for untouched types."""
-    auto = loaders.auto_thresholds(models.key, models)
-    base = auto.primary if state.threshold_kind() == "primary" else auto.secondary
-    out = {str(k): float(v) for k, v in base.items()}
-    out.update(state.thresholds())
-    return out
+    return loaders.merged_thresholds(loaders.auto_thresholds(models.key, models),
+                                     state.threshold_kind(), state.thresholds())
 
 
 # ------------------------------------------------------------------ startup and sidebar
