@@ -237,11 +237,21 @@ class DestVI:
                              f"use one of: {', '.join(self.cell_types)}")
         return self.cell_types.index(label)
 
-    def _chunks(self, idx: np.ndarray, chunk: int):
+    def iter_spot_batches(self, indices=None, batch_size: int = 4096):
+        """Counts of the spots in chunks: yields ``(slice into indices, x [m, G] dense float32 on
+        the model's device, rows [m] long tensor of spot indices on the device)``.
+
+        ``indices``: spot positions or a boolean mask (all spots when None). Every chunked
+        inference (proportions, gamma, imputed expression, fit quality) reads the counts this way.
+        """
+        idx = self._indices(indices)
         x_all = self._counts()
-        for sl in iter_chunks(len(idx), chunk):
+        for sl in iter_chunks(len(idx), batch_size):
             rows = torch.as_tensor(idx[sl], device=self.device)
             yield sl, x_all[rows], rows
+
+    def _chunks(self, idx: np.ndarray, chunk: int):
+        return self.iter_spot_batches(idx, chunk)
 
     # ---------------------------------------------------------------- public getters
     @torch.inference_mode()
