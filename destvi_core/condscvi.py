@@ -19,8 +19,9 @@ from torch import nn
 from .device import resolve_device
 from .errors import DestVIWarning, InputError
 from .nn_blocks import (FCLayers, GaussianEncoder, inverse_softplus, kl_normal_standard,
-                        mean_composition, nb_log_prob_logits)
-from .tensors import counts_matrix, iter_chunks, to_device_tensor
+                        mean_composition, nb_log_prob_rows)
+from .tensors import (SparseCounts, counts_matrix, iter_chunks, mean_composition_csr,
+                      to_device_tensor)
 from .training import ProgressCallback, fit_model, seed_everything
 
 
@@ -47,7 +48,14 @@ class CondSCVIModule(nn.Module):
         at the average expression profile and ``px_r`` at 0, so training starts at the right
         scale and only learns deviations from it.
         """
-        self.px_decoder.bias.copy_(inverse_softplus(mean_composition(x).clamp_min(1e-8)))
+        self.init_from_composition(mean_composition(x))
+
+    @torch.no_grad()
+    def init_from_composition(self, composition: torch.Tensor) -> None:
+        """:meth:`init_from_data` from the average row composition ``[G]`` (sums to 1)."""
+        composition = torch.as_tensor(composition, dtype=torch.float32,
+                                      device=self.px_decoder.bias.device)
+        self.px_decoder.bias.copy_(inverse_softplus(composition.clamp_min(1e-8)))
         self.px_r.zero_()
 
     def decode(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -59,7 +67,8 @@ class CondSCVIModule(nn.Module):
         library = x.sum(1, keepdim=True)  # [m, 1]
         mean, var, z = self.encoder(torch.log1p(x), y)
         scale = self.decode(z, y)  # [m, G]
-        recon = -nb_log_prob_logits(x, library * scale, self.px_r).sum(-1)  # [m]
+        recon = -nb_log_prob_rows(x, library * scale, self.px_r, batch.get("x_nz"),
+                                  batch.get("x_log_factorial"))  # [m]
         kl = kl_normal_standard(mean, var)  # [m]
         weight = self.ct_weight[y]
         loss = (weight * (recon + kl_weight * kl)).mean()
@@ -116,7 +125,8 @@ class CondSCVI:
         self.module = CondSCVIModule(len(self.genes), len(self.cell_types), n_latent, n_hidden,
                                      n_layers, dropout_rate).to(self.device)
         if init == "data":
-            self.module.init_from_data(to_device_tensor(counts_matrix(adata, layer), self.device))
+            self.module.init_from_composition(
+                torch.from_numpy(mean_composition_csr(counts_matrix(adata, layer))))
         if weight_obs:
             counts = np.bincount(self.labels, minlength=len(self.cell_types)) / len(self.labels)
             prop = np.clip(counts, 0.05, None)
@@ -129,12 +139,18 @@ class CondSCVI:
     # ------------------------------------------------------------------ training
     def train(self, max_epochs: int = 300, lr: float = 1e-3, batch_size: int = 128,
               n_epochs_kl_warmup: int | None = 400, callback: ProgressCallback | None = None,
-              should_stop=None) -> "CondSCVI":
-        """Fit the model (Adam, eps 0.01, weight decay 1e-6; KL warm-up over 400 epochs)."""
-        x = to_device_tensor(counts_matrix(self.adata, self.layer), self.device)
+              should_stop=None, n_steps_kl_warmup: int | None = None,
+              progress_interval_s: float = 1.0) -> "CondSCVI":
+        """Fit the model (Adam, eps 0.01, weight decay 1e-6; KL warm-up over 400 epochs).
+
+        The counts stay sparse on the device; minibatches are densified when used.
+        ``n_steps_kl_warmup`` ramps the KL weight per step instead of per epoch.
+        """
+        x = SparseCounts(counts_matrix(self.adata, self.layer), self.device)
         y = torch.as_tensor(self.labels, device=self.device)
         return fit_model(self, {"x": x, "y": y}, "condscvi", max_epochs, lr, batch_size,
-                         n_epochs_kl_warmup, callback, should_stop)
+                         n_epochs_kl_warmup, callback, should_stop, n_steps_kl_warmup,
+                         progress_interval_s)
 
     # ------------------------------------------------------------------ inference
     @torch.inference_mode()

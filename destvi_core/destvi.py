@@ -19,9 +19,9 @@ from torch import nn
 from .condscvi import CondSCVI
 from .device import resolve_device
 from .errors import InputError, ModelMismatchError
-from .nn_blocks import FCLayers, inverse_softplus, mean_composition, nb_log_prob_logits
-from .tensors import counts_matrix, iter_chunks, to_device_tensor
-from .training import ProgressCallback, fit_model, seed_everything
+from .nn_blocks import FCLayers, inverse_softplus, mean_composition, nb_log_prob_rows
+from .tensors import SparseCounts, counts_matrix, iter_chunks, mean_composition_csr
+from .training import ProgressCallback, TrainingProgress, fit_model, seed_everything
 
 AMORTIZATIONS = ("both", "latent", "proportion", "none")
 
@@ -110,7 +110,12 @@ class DestVIModule(nn.Module):
         while proportions stay near uniform. Here the noise profile starts at the average spot
         composition and the abundances start summing to ~1 with the noise at a small share.
         """
-        composition = mean_composition(x)  # [G], sums to 1
+        self.init_from_composition(mean_composition(x))
+
+    @torch.no_grad()
+    def init_from_composition(self, composition: torch.Tensor) -> None:
+        """:meth:`init_from_data` from the average spot composition ``[G]`` (sums to 1)."""
+        composition = torch.as_tensor(composition, dtype=torch.float32, device=self.eta.device)
         target = (composition * torch.exp(-self.px_o)).clamp_min(1e-12)
         self.eta.copy_(inverse_softplus(target))
         n = self.n_labels
@@ -124,18 +129,26 @@ class DestVIModule(nn.Module):
         self.V[-1].fill_(noise_bias)
 
     def rates(self, x: torch.Tensor, ind: torch.Tensor):
+        """Spot rates ``sum_c v_sc exp(beta) f_c(gamma_sc) + v_s,noise softplus(eta)`` ``[m, G]``,
+        with ``gamma [m, d, C]`` and ``v [m, C + 1]``.
+
+        ``exp(beta)`` is shared by the types, so it multiplies the mixed profile once, and the
+        mix over types is a batched matrix product (no ``[m, C, G]`` product is stored).
+        """
         x_log = torch.log1p(x)
         gamma = self.spot_gamma(x_log, ind)
         v = self.spot_abundance(x_log, ind)
-        r = torch.exp(self.beta) * self.type_profiles(gamma)  # [m, C, G]
-        rate = (v[:, :-1, None] * r).sum(1) + v[:, -1:] * F.softplus(self.eta)
+        profiles = self.type_profiles(gamma)  # [m, C, G]
+        mixed = torch.bmm(v[:, None, :-1], profiles).squeeze(1)  # [m, G]
+        rate = torch.exp(self.beta) * mixed + v[:, -1:] * F.softplus(self.eta)
         return rate, gamma, v
 
     def loss(self, batch: dict[str, torch.Tensor], kl_weight: float, n_obs: int):
         x, ind = batch["x"], batch["ind"]
         library = x.sum(1, keepdim=True)
         rate, gamma, v = self.rates(x, ind)
-        recon = -nb_log_prob_logits(x, library * rate, self.px_o).sum(-1)  # [m]
+        recon = -nb_log_prob_rows(x, library * rate, self.px_o, batch.get("x_nz"),
+                                  batch.get("x_log_factorial"))  # [m]
         kl_local = -self.gamma_log_prior(gamma)  # [m]
         sparsity = self.l1_reg * v.abs().mean(1)  # [m]
         glob = (-self.eta_reg * torch.distributions.Normal(0.0, 1.0).log_prob(self.eta).sum()
@@ -166,7 +179,7 @@ class DestVI:
         self.history: list[dict] = []
         self.train_params: dict = {}
         self.is_trained = False
-        self._x_cache: torch.Tensor | None = None
+        self._x_cache: SparseCounts | None = None
         lib = np.asarray(counts_matrix(adata, layer).sum(1)).ravel()
         self.mean_library_size = float(lib.mean())
 
@@ -202,25 +215,33 @@ class DestVI:
                        dropout_amortization=dropout_amortization, init=init)
         model = cls(st_adata, sc_model, module, layer, hparams, seed, device)
         if init == "data":
-            module.init_from_data(model._counts())
+            module.init_from_composition(
+                torch.from_numpy(mean_composition_csr(counts_matrix(st_adata, layer))))
         elif init != "reference":
             raise InputError(f"unknown init {init!r}", "use 'reference' or 'data'")
         return model
 
     # ---------------------------------------------------------------- training
-    def _counts(self) -> torch.Tensor:
+    def _counts(self) -> SparseCounts:
+        """The spot counts as CSR tensors on the device (built once; shares memory on a CPU)."""
         if self._x_cache is None:
-            self._x_cache = to_device_tensor(counts_matrix(self.adata, self.layer), self.device)
+            self._x_cache = SparseCounts(counts_matrix(self.adata, self.layer), self.device)
         return self._x_cache
 
     def train(self, max_epochs: int = 2500, lr: float = 3e-3, batch_size: int = 128,
               n_epochs_kl_warmup: int | None = 200, callback: ProgressCallback | None = None,
-              should_stop=None) -> "DestVI":
-        """Fit abundances, states, eta and beta (Adam eps 0.01, wd 1e-6; loss scaled by n_spots)."""
+              should_stop=None, n_steps_kl_warmup: int | None = None,
+              progress_interval_s: float = 1.0) -> "DestVI":
+        """Fit abundances, states, eta and beta (Adam eps 0.01, wd 1e-6; loss scaled by n_spots).
+
+        The counts stay sparse on the device; minibatches are densified when used.
+        ``n_steps_kl_warmup`` ramps the KL weight per step instead of per epoch.
+        """
         x = self._counts()
-        ind = torch.arange(x.shape[0], device=self.device)
+        ind = torch.arange(x.n_rows, device=self.device)
         return fit_model(self, {"x": x, "ind": ind}, "destvi", max_epochs, lr, batch_size,
-                         n_epochs_kl_warmup, callback, should_stop)
+                         n_epochs_kl_warmup, callback, should_stop, n_steps_kl_warmup,
+                         progress_interval_s)
 
     # ---------------------------------------------------------------- inference helpers
     def _indices(self, indices) -> np.ndarray:
@@ -248,23 +269,40 @@ class DestVI:
         x_all = self._counts()
         for sl in iter_chunks(len(idx), batch_size):
             rows = torch.as_tensor(idx[sl], device=self.device)
-            yield sl, x_all[rows], rows
+            yield sl, x_all.dense(rows), rows
 
-    def _chunks(self, idx: np.ndarray, chunk: int):
-        return self.iter_spot_batches(idx, chunk)
+    def _chunks(self, idx: np.ndarray, chunk: int, callback: ProgressCallback | None = None,
+                what: str = "inference"):
+        """:meth:`iter_spot_batches` that reports ``TrainingProgress(phase="inference")`` after
+        every chunk (time left from the measured time per chunk)."""
+        if callback is None:
+            yield from self.iter_spot_batches(idx, chunk)
+            return
+        import time
+
+        n_chunks = max(1, -(-len(idx) // chunk))
+        start = time.perf_counter()
+        for done, item in enumerate(self.iter_spot_batches(idx, chunk), start=1):
+            yield item
+            elapsed = time.perf_counter() - start
+            callback(TrainingProgress(what, 0, 0, done, {}, elapsed,
+                                      elapsed / done * (n_chunks - done), n_chunks, False,
+                                      "inference", elapsed / done))
 
     # ---------------------------------------------------------------- public getters
     @torch.inference_mode()
     def get_proportions(self, keep_noise: bool = False, indices=None,
-                        batch_size: int = 4096) -> pd.DataFrame:
+                        batch_size: int = 4096, callback: ProgressCallback | None = None
+                        ) -> pd.DataFrame:
         """Cell-type proportions per spot (rows sum to 1), index = spot names.
 
         With ``keep_noise`` an extra ``noise_term`` column is kept before normalising.
+        ``callback`` receives ``TrainingProgress(phase="inference")`` after every chunk.
         """
         self.module.eval()
         idx = self._indices(indices)
         out = []
-        for _, x, rows in self._chunks(idx, batch_size):
+        for _, x, rows in self._chunks(idx, batch_size, callback, "proportions"):
             out.append(self.module.spot_abundance(torch.log1p(x), rows).cpu().numpy())
         v = np.concatenate(out) if out else np.zeros((0, len(self.cell_types) + 1), np.float32)
         columns = list(self.cell_types)
@@ -276,12 +314,13 @@ class DestVI:
         return pd.DataFrame(v, index=self.adata.obs_names[idx], columns=columns)
 
     @torch.inference_mode()
-    def get_gamma(self, indices=None, return_numpy: bool = False, batch_size: int = 4096):
+    def get_gamma(self, indices=None, return_numpy: bool = False, batch_size: int = 4096,
+                  callback: ProgressCallback | None = None):
         """Continuous state per spot: array ``[n, d, C]`` or dict type -> DataFrame ``[n, d]``."""
         self.module.eval()
         idx = self._indices(indices)
         out = [self.module.spot_gamma(torch.log1p(x), rows).cpu().numpy()
-               for _, x, rows in self._chunks(idx, batch_size)]
+               for _, x, rows in self._chunks(idx, batch_size, callback, "gamma")]
         d, c = self.module.n_latent, self.module.n_labels
         gamma = np.concatenate(out) if out else np.zeros((0, d, c), np.float32)
         if return_numpy:
@@ -328,6 +367,20 @@ class DestVI:
                for _, x, rows in self._chunks(idx, batch_size)]
         values = np.concatenate(out) if out else np.zeros((0, len(names)), np.float32)
         return pd.DataFrame(values, index=self.adata.obs_names[idx], columns=names)
+
+    @torch.inference_mode()
+    def mean_scale_for_ct(self, label: str, indices=None, genes=None,
+                          batch_size: int = 4096) -> np.ndarray:
+        """Mean of :meth:`get_scale_for_ct` over the spots, ``[G]`` float64, computed chunk by
+        chunk (never holds the ``[n, G]`` matrix)."""
+        self.module.eval()
+        ct = self._label_index(label)
+        idx = self._indices(indices)
+        gene_idx, names = self._gene_index(genes)
+        total = torch.zeros(len(names), dtype=torch.float64, device=self.device)
+        for _, x, rows in self._chunks(idx, batch_size):
+            total += self._scale_tensor(ct, x, rows, gene_idx).sum(0, dtype=torch.float64)
+        return (total / max(len(idx), 1)).cpu().numpy()
 
     @torch.inference_mode()
     def sample_expression_for_ct(self, label: str, indices, n_samples: int = 10,
