@@ -55,17 +55,26 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "the cell types")
     train.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder to write")
     train.add_argument("--sc-epochs", type=int, default=None,
-                       help="reference model epochs (default: from the preset)")
+                       help="reference model epochs, trained exactly (default: from the preset; "
+                            "the default preset picks them from optimisation steps)")
     train.add_argument("--st-epochs", type=int, default=None,
-                       help="spatial model epochs (default: from the preset)")
+                       help="spatial model epochs, trained exactly (default: from the preset)")
     train.add_argument("--st-min-steps", type=int, default=None,
                        help="at least this many spatial optimisation steps: small data sets get "
-                            "more epochs (default 0 = off)")
+                            "more epochs (default preset: 5000; 0 = off)")
+    train.add_argument("--st-max-steps", type=int, default=None,
+                       help="at most this many spatial optimisation steps: large data sets get "
+                            "fewer epochs (default preset: 12000; 0 = off)")
+    train.add_argument("--sc-max-steps", type=int, default=None,
+                       help="at most this many reference optimisation steps (default preset: "
+                            "40000; 0 = off)")
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                        help="training device (default auto)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    train.add_argument("--preset", default="tutorial", choices=["tutorial", "quick", "reference"],
-                       help="parameter set (default tutorial: 300 + 2500 epochs)")
+    train.add_argument("--preset", default="default",
+                       choices=["default", "tutorial", "quick", "reference"],
+                       help="parameter set (default: epochs chosen from optimisation steps; "
+                            "tutorial: exactly 300 + 2500 epochs; quick: 100 + 300 epochs)")
     train.add_argument("--layer-sc", default=None, metavar="L",
                        help="reference layer with raw counts (default layers['counts'] or X)")
     train.add_argument("--layer-st", default=None, metavar="L",
@@ -93,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the reference (default: the path recorded at training)")
     export.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                         help="device (default auto)")
+    export.add_argument("--with-counts", action="store_true",
+                        help="also copy the count matrix into the result (default: obs, var, "
+                             "obsm and uns only; the file stays proportional to spots x types)")
 
     cache = sub.add_parser("cache", help="list or clear the model cache")
     cache_sub = cache.add_subparsers(dest="cache_command", metavar="ACTION")
@@ -145,26 +157,36 @@ def _prepare(sc, st, pre: dict):
 
 
 class _Progress:
-    """tqdm progress bars, one per training phase (reference, then spatial model)."""
+    """tqdm progress bars in optimisation steps, one per phase (reference, spatial model, and
+    inference passes); tqdm's time left comes from the measured step rate."""
 
     def __init__(self, stream=None):
         self.stream = stream if stream is not None else sys.stderr
         self.bar = None
-        self.model = None
+        self.key = None
 
     def __call__(self, progress) -> None:
         from tqdm import tqdm
 
-        if progress.model != self.model or self.bar is None:
+        inference = getattr(progress, "phase", "train") == "inference"
+        total = getattr(progress, "n_steps", 0) or progress.n_epochs
+        key = (progress.model, inference, total)
+        if key != self.key or self.bar is None:
             self.close()
-            self.model = progress.model
-            self.bar = tqdm(total=progress.n_epochs, desc=PHASES.get(progress.model, progress.model),
-                            unit="epoch", file=self.stream, dynamic_ncols=True)
-        self.bar.update(progress.epoch - self.bar.n)
-        loss = progress.loss.get("loss")
-        if loss is not None:
-            self.bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-        if progress.epoch >= progress.n_epochs:
+            self.key = key
+            desc = (f"Inference ({progress.model})" if inference
+                    else PHASES.get(progress.model, progress.model))
+            self.bar = tqdm(total=total, desc=desc, unit="chunk" if inference else "step",
+                            file=self.stream, dynamic_ncols=True, mininterval=0.5)
+        done = progress.step if getattr(progress, "n_steps", 0) else progress.epoch
+        self.bar.update(done - self.bar.n)
+        if not inference:
+            loss = progress.loss.get("loss")
+            postfix = {"epoch": f"{progress.epoch}/{progress.n_epochs}"}
+            if loss is not None:
+                postfix["loss"] = f"{loss:.4g}"
+            self.bar.set_postfix(postfix, refresh=False)
+        if done >= total and getattr(progress, "end_of_epoch", True):
             self.close()
 
     def close(self) -> None:
@@ -192,21 +214,18 @@ def _training_params(args):
     from .pipeline import preset
 
     overrides = {"seed": args.seed, "device": args.device}
-    if args.sc_epochs is not None:
-        overrides["sc_epochs"] = args.sc_epochs
-    if args.st_epochs is not None:
-        overrides["st_epochs"] = args.st_epochs
-    if getattr(args, "st_min_steps", None) is not None:
-        overrides["st_min_steps"] = args.st_min_steps
+    for name in ("sc_epochs", "st_epochs", "st_min_steps", "st_max_steps", "sc_max_steps"):
+        if getattr(args, name, None) is not None:
+            overrides[name] = getattr(args, name)
     return preset(args.preset, **overrides)
 
 
 def cmd_train(args) -> int:
     from . import persistence
     from .cache import ModelCache
-    from .device import describe_device, resolve_device
     from .errors import InputError
-    from .pipeline import fit_models, spatial_schedule
+    from .pipeline import fit_models
+    from .schedule import plan_training
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -226,12 +245,13 @@ def cmd_train(args) -> int:
             print(line)
         for msg in _collected_warnings(caught, prepared.report.warnings):
             print(f"Warning: {msg}")
-        st_epochs, _ = spatial_schedule(prepared.st.n_obs, params)
-        stretched = (f" (stretched from {params.st_epochs} to reach {params.st_min_steps:,} steps "
-                     "on this small data set)" if st_epochs > params.st_epochs else "")
-        print(f"Training on {describe_device(resolve_device(params.device))}: {params.sc_epochs} reference epochs, "
-              f"{st_epochs} spatial epochs{stretched} (preset {args.preset}, seed {params.seed})",
-              flush=True)
+        plan = plan_training(prepared.sc.n_obs, prepared.st.n_obs, prepared.st.n_vars,
+                             len(prepared.report.cell_type_counts), params, params.device,
+                             sc_counts=prepared.sc.X, st_counts=prepared.st.X)
+        print(f"Schedule (preset {args.preset}, seed {params.seed}): {plan.describe()}")
+        for line in plan.details():
+            print(f"  {line}")
+        sys.stdout.flush()
         cache = None if args.no_cache else ModelCache(args.cache_dir)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -279,6 +299,7 @@ def _export_inputs(args, meta: dict):
 
 
 def cmd_export(args) -> int:
+    import anndata as ad
     import numpy as np
     import pandas as pd
 
@@ -303,16 +324,19 @@ def cmd_export(args) -> int:
         sc_p, st_p = sc_p[:, genes].copy(), st_p[:, genes].copy()
     _, st_model = persistence.load_models(args.model, sc_p, st_p, device=args.device)
 
-    result = st_p.copy()
+    result = (st_p.copy() if args.with_counts else
+              ad.AnnData(obs=st_p.obs.copy(), var=st_p.var.copy(), uns=dict(st_p.uns),
+                         obsm={k: v.copy() for k, v in st_p.obsm.items()}))
     result.obs_names = result.obs_names.astype(str)
-    props = st_model.get_proportions()
+    progress = _Progress()
+    props = st_model.get_proportions(callback=progress)
     cell_types = [str(c) for c in props.columns]
     props.columns = [c.replace("/", "_") for c in cell_types]
     props.index = result.obs_names
     props = props.astype(np.float64)
     result.obsm["proportions"] = props.div(props.sum(axis=1), axis=0)  # exact in float64
     gamma_keys = {}
-    for ct, df in st_model.get_gamma().items():
+    for ct, df in st_model.get_gamma(callback=progress).items():
         key = f"gamma_{safe_name(ct)}"
         gamma_keys[str(ct)] = key
         result.obsm[key] = pd.DataFrame(df.to_numpy(), index=result.obs_names,
@@ -331,7 +355,8 @@ def cmd_export(args) -> int:
         result.uns["destvi"] = {"json": json.dumps(info)}
         result.write_h5ad(tmp)
     tmp.replace(out)
-    print(f"Wrote {out}: {result.n_obs} spots x {result.n_vars} genes, "
+    counts = "with the counts" if args.with_counts else "without the counts (--with-counts adds them)"
+    print(f"Wrote {out}: {result.n_obs} spots x {result.n_vars} genes {counts}, "
           f"obsm['proportions'] ({len(cell_types)} cell types) and "
           f"{len(gamma_keys)} obsm['gamma_<type>']")
     return 0

@@ -21,15 +21,20 @@ class TrainingParams:
     """Every hyper-parameter of a trained pair (defaults: scvi-tools 1.3 / the DestVI tutorial).
 
     Deliberate deviations (see README, "Deviations"): ``init="data"`` starts both models at the
-    data's scale instead of scvi-tools' random init (``"reference"``). ``st_min_steps`` > 0
-    stretches the spatial schedule so that small data sets get at least that many optimisation
-    steps (2,500 epochs give only 2,500 steps below 128 spots). It is off by default: on
-    seqFISH+ pseudo-spots 5,000 steps moved RMSE by less than the seed-to-seed spread
-    (README, "Small data").
+    data's scale instead of scvi-tools' random init (``"reference"``).
+
+    Schedules (:mod:`destvi_core.schedule`): with ``sc_epochs`` / ``st_epochs`` left at None
+    (default) the epochs are chosen from optimisation steps: the tutorial's 300 / 2,500 epochs,
+    with DestVI bounded to ``[st_min_steps, st_max_steps]`` steps (None = the defaults
+    ``schedule.ST_MIN_STEPS`` / ``ST_MAX_STEPS``) and CondSCVI to at most ``sc_max_steps``
+    (``schedule.SC_MAX_STEPS``), KL warm-ups in steps with the tutorial's share of training.
+    Given epochs are trained exactly (scvi-tools' epoch warm-ups ``*_kl_warmup_epochs``); the
+    step bounds then apply only when set (e.g. ``st_min_steps=5000`` stretches a small slide).
     """
 
     # reference model (CondSCVI)
-    sc_epochs: int = 300
+    sc_epochs: int | None = None
+    sc_max_steps: int | None = None
     sc_lr: float = 1e-3
     sc_batch_size: int = 128
     sc_kl_warmup_epochs: int = 400
@@ -39,7 +44,7 @@ class TrainingParams:
     dropout_rate: float = 0.05
     weight_obs: bool = False
     # spatial model (DestVI)
-    st_epochs: int = 2500
+    st_epochs: int | None = None
     st_lr: float = 3e-3
     st_batch_size: int = 128
     st_kl_warmup_epochs: int = 200
@@ -48,7 +53,8 @@ class TrainingParams:
     l1_reg: float = 0.0
     beta_reg: float = 5.0
     eta_reg: float = 1e-4
-    st_min_steps: int = 0
+    st_min_steps: int | None = None
+    st_max_steps: int | None = None
     init: str = "data"
     # run
     seed: int = 0
@@ -57,9 +63,22 @@ class TrainingParams:
     def validate(self) -> "TrainingParams":
         for name in ("sc_epochs", "st_epochs", "sc_batch_size", "st_batch_size", "n_latent",
                      "n_hidden", "n_layers"):
-            if int(getattr(self, name)) < 1:
-                raise InputError(f"{name} must be at least 1 (got {getattr(self, name)})",
-                                 f"set {name} to a positive number")
+            value = getattr(self, name)
+            if name.endswith("_epochs") and value is None:
+                continue  # automatic schedule
+            if int(value) < 1:
+                raise InputError(f"{name} must be at least 1 (got {value})",
+                                 f"set {name} to a positive number" +
+                                 (" or leave it empty for the automatic schedule"
+                                  if name.endswith("_epochs") else ""))
+        for name in ("sc_max_steps", "st_min_steps", "st_max_steps"):
+            value = getattr(self, name)
+            if value is not None and int(value) < 0:
+                raise InputError(f"{name} must be 0 or more (got {value})",
+                                 f"set {name} to a number of steps (0 = no bound)")
+        if self.st_min_steps and self.st_max_steps and self.st_min_steps > self.st_max_steps:
+            raise InputError(f"st_min_steps ({self.st_min_steps}) is above st_max_steps "
+                             f"({self.st_max_steps})", "make the floor at most the cap")
         for name in ("sc_lr", "st_lr"):
             if not (0 < float(getattr(self, name)) < 1):
                 raise InputError(f"{name} must be between 0 and 1 (got {getattr(self, name)})",
@@ -85,18 +104,19 @@ class TrainingParams:
 
 
 def spatial_schedule(n_spots: int, params: TrainingParams) -> tuple[int, int]:
-    """Epochs and KL warm-up epochs for the spatial model.
+    """Epochs and KL warm-up (in epochs) of the spatial model on ``n_spots`` spots.
 
-    With ``st_min_steps`` > 0 both are stretched by the same factor when
-    ``st_epochs * steps_per_epoch`` falls short of it, so the warm-up keeps its share of training.
+    See :func:`destvi_core.schedule.spatial_model_schedule` for the full schedule (steps,
+    warm-up in steps, the rule used); with the automatic schedule the warm-up is returned
+    rounded up to whole epochs. Epochs given with a step floor are stretched with their warm-up
+    by the same factor, so the warm-up keeps its share of training.
     """
-    steps_per_epoch = max(1, math.ceil(n_spots / params.st_batch_size))
-    epochs, warmup = params.st_epochs, params.st_kl_warmup_epochs
-    if params.st_min_steps and epochs * steps_per_epoch < params.st_min_steps:
-        factor = params.st_min_steps / (epochs * steps_per_epoch)
-        epochs = math.ceil(epochs * factor)
-        warmup = math.ceil(warmup * factor)
-    return epochs, warmup
+    from .schedule import spatial_model_schedule
+
+    plan = spatial_model_schedule(n_spots, params)
+    if plan.kl_warmup_epochs is not None:
+        return plan.epochs, plan.kl_warmup_epochs
+    return plan.epochs, math.ceil(plan.kl_warmup_steps / plan.steps_per_epoch)
 
 
 @dataclass
@@ -113,22 +133,21 @@ def train_models(sc: AnnData, st: AnnData, labels_key: str = "cell_type",
     """Train CondSCVI on the reference, then DestVI on the spots (no cache)."""
     from .condscvi import CondSCVI
     from .destvi import DestVI
+    from .schedule import reference_schedule, spatial_model_schedule
 
     params = (params or TrainingParams()).validate()
     sc_model = CondSCVI(sc, labels_key=labels_key, n_latent=params.n_latent,
                         n_hidden=params.n_hidden, n_layers=params.n_layers,
                         dropout_rate=params.dropout_rate, weight_obs=params.weight_obs,
                         seed=params.seed, device=params.device, init=params.init)
-    sc_model.train(max_epochs=params.sc_epochs, lr=params.sc_lr, batch_size=params.sc_batch_size,
-                   n_epochs_kl_warmup=params.sc_kl_warmup_epochs, callback=callback,
-                   should_stop=should_stop)
+    sc_model.train(lr=params.sc_lr, callback=callback, should_stop=should_stop,
+                   **reference_schedule(sc.n_obs, params).train_kwargs())
     st_model = DestVI.from_rna_model(st, sc_model, vamp_prior_p=params.vamp_prior_p,
                                      amortization=params.amortization, l1_reg=params.l1_reg,
                                      beta_reg=params.beta_reg, eta_reg=params.eta_reg,
                                      seed=params.seed, init=params.init)
-    epochs, warmup = spatial_schedule(st.n_obs, params)
-    st_model.train(max_epochs=epochs, lr=params.st_lr, batch_size=params.st_batch_size,
-                   n_epochs_kl_warmup=warmup, callback=callback, should_stop=should_stop)
+    st_model.train(lr=params.st_lr, callback=callback, should_stop=should_stop,
+                   **spatial_model_schedule(st.n_obs, params).train_kwargs())
     return sc_model, st_model
 
 
@@ -161,17 +180,23 @@ def fit_models(sc: AnnData, st: AnnData, labels_key: str = "cell_type",
     return FitResult(sc_model, st_model, from_cache=False, cache_key=key)
 
 
+PRESETS = ("default", "tutorial", "quick", "reference")
+
+
 def preset(name: str, **overrides) -> TrainingParams:
     """Named parameter sets.
 
-    ``"tutorial"``: the scvi-tools tutorial (300 + 2,500 epochs). ``"quick"``: 100 + 300 epochs,
-    enough with ``init="data"`` on data of demo size (measured in bench/bench_models.py), for a
-    first look in minutes on a CPU. ``"reference"``: tutorial epochs and scvi-tools' own init.
+    ``"default"``: the automatic schedule in steps (:mod:`destvi_core.schedule`).
+    ``"tutorial"``: exactly the scvi-tools tutorial's 300 + 2,500 epochs. ``"quick"``: 100 + 300
+    epochs, enough with ``init="data"`` on data of demo size (measured in bench/bench_models.py),
+    for a first look in minutes on a CPU. ``"reference"``: tutorial epochs and scvi-tools' own
+    init.
     """
     presets = {
-        "tutorial": {},
+        "default": {},
+        "tutorial": {"sc_epochs": 300, "st_epochs": 2500},
         "quick": {"sc_epochs": 100, "st_epochs": 300},
-        "reference": {"init": "reference"},
+        "reference": {"sc_epochs": 300, "st_epochs": 2500, "init": "reference"},
     }
     if name not in presets:
         raise InputError(f"unknown preset {name!r}", f"use one of {', '.join(presets)}")

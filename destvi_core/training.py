@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .errors import TrainingCancelled
+from .schedule import steps_per_epoch  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -115,14 +116,6 @@ def take_batch(data: dict, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         else:
             batch.update(value.batch(idx, key))
     return batch
-
-
-def steps_per_epoch(n_obs: int, batch_size: int, min_last: int = 3) -> int:
-    """Optimisation steps in one epoch of :func:`minibatches`."""
-    full, rest = divmod(n_obs, batch_size)
-    if full == 0:
-        return 1 if n_obs else 0
-    return full + (1 if rest >= min_last else 0)
 
 
 def run_training(module: torch.nn.Module, data: dict, config: TrainingConfig,

@@ -157,7 +157,33 @@ def test_train_reports_small_data_step_floor(files, tmp_path, capsys):
                  "--sc-epochs", "1", "--st-epochs", "1", "--st-min-steps", "6"])
     assert code == 0
     out = capsys.readouterr().out
-    assert re.search(r"\d+ spatial epochs \(stretched from 1 to reach 6 steps", out), out
+    # 150 spots = 2 steps per epoch: 1 epoch is stretched to 3 epochs (6 steps)
+    assert re.search(r"DestVI 6 steps \(3 epochs of 2\)", out), out
+    assert "at least 6 steps: 1 epochs would be 2 steps" in out, out
+
+
+def test_train_says_the_schedule_before_training(files, tmp_path, capsys, monkeypatch):
+    """Default preset: epochs from steps, and the plan (with a measured time) comes first."""
+    from destvi_core import schedule
+
+    monkeypatch.setattr(schedule, "ST_MIN_STEPS", 4)  # keep the test short: 2 epochs
+    monkeypatch.setattr(schedule, "ST_MAX_STEPS", 4)
+    monkeypatch.setattr(schedule, "SC_MAX_STEPS", 10)
+    code = main(["train", "--sc", str(files["sc"]), "--st", str(files["st"]),
+                 "--out", str(tmp_path / "m"), "--no-cache", "--label-key", "cell_type",
+                 "--device", "cpu", "--no-hvg"])
+    assert code == 0
+    captured = capsys.readouterr()
+    line = next(x for x in captured.out.splitlines() if x.startswith("Schedule"))
+    assert "preset default" in line
+    assert re.search(r"DestVI 4 steps \(2 epochs of 2\) \+ CondSCVI 10 steps \(2 epochs of 5\), "
+                     r"about \d+ s here on CPU", line), line
+    assert "at most 4 steps: 2,500 epochs would be 5,000 steps" in captured.out
+    assert "ms per reference step" in captured.out
+    assert "step" in captured.err and "epoch=2/2" in captured.err
+    meta = json.loads((tmp_path / "m" / "metadata.json").read_text())
+    assert len(meta["destvi"]["history"]) == 2 and len(meta["condscvi"]["history"]) == 2
+    assert meta["destvi"]["train"]["n_steps_kl_warmup"] == 1  # 8 % of 4 steps, at least 1
 
 
 def _check_result(path: Path, n_spots: int):
@@ -183,6 +209,8 @@ def test_export_writes_proportions_and_gamma(trained, files, tmp_path, capsys):
                  "--out", str(out), "--device", "cpu"])  # reference from the metadata
     assert code == 0, capsys.readouterr().err
     res = _check_result(out, 150)
+    assert res.X is None  # no dense spots x genes copy: the file scales with spots x types
+    assert "without the counts" in capsys.readouterr().out
     # the exported proportions are those of the saved model
     from destvi_core.data import prepare_inputs
     from destvi_core.persistence import load_models
@@ -197,6 +225,14 @@ def test_export_writes_proportions_and_gamma(trained, files, tmp_path, capsys):
                  "--sc", str(files["sc"]), "--out", str(out2)]) == 0
     np.testing.assert_array_equal(ad.read_h5ad(out2).obsm["proportions"].to_numpy(),
                                   res.obsm["proportions"].to_numpy())
+    # --with-counts keeps the (sparse) counts of the prepared spatial data
+    out3 = tmp_path / "result3.h5ad"
+    assert main(["export", "--model", str(trained["model"]), "--st", str(files["st"]),
+                 "--out", str(out3), "--with-counts"]) == 0
+    with_counts = ad.read_h5ad(out3)
+    assert sp.issparse(with_counts.X)
+    np.testing.assert_array_equal(with_counts.X.toarray(), prep.st.X.toarray())
+    assert out.stat().st_size < out3.stat().st_size
 
 
 def test_export_without_reference_is_error(trained, files, tmp_path, capsys):

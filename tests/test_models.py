@@ -456,10 +456,12 @@ def test_same_seed_same_results_other_seed_differs(tiny_models, tiny_data):
 # pipeline
 # ============================================================================================
 
-def test_spatial_schedule_stretches_epochs_and_warmup():
-    assert spatial_schedule(96, TrainingParams()) == (2500, 200)  # default: no step floor
-    assert spatial_schedule(96, TrainingParams(st_min_steps=5000)) == (5000, 400)  # 1 step/epoch
-    assert spatial_schedule(300, TrainingParams(st_min_steps=5000)) == (2500, 200)  # 7,500 steps
+def test_spatial_schedule_stretches_given_epochs_and_warmup():
+    tutorial = TrainingParams(st_epochs=2500)
+    assert spatial_schedule(96, tutorial) == (2500, 200)  # given epochs: no step floor
+    assert spatial_schedule(96, TrainingParams(st_epochs=2500, st_min_steps=5000)) == (5000, 400)
+    assert spatial_schedule(300, TrainingParams(st_epochs=2500, st_min_steps=5000)) == (2500, 200)
+    assert spatial_schedule(100_000, tutorial) == (2500, 200)  # given epochs: no cap either
     p = TrainingParams(st_epochs=10, st_kl_warmup_epochs=4, st_batch_size=128)
     assert spatial_schedule(150, p) == (10, 4)  # st_min_steps = 0: unchanged
     p.st_min_steps = 100  # 10 epochs x 2 steps = 20 < 100 -> factor 5
@@ -483,6 +485,7 @@ def test_train_models_uses_spatial_schedule(tiny_data):
     ("sc_epochs", 0, "sc_epochs"), ("st_epochs", -1, "st_epochs"),
     ("st_batch_size", 0, "st_batch_size"), ("n_latent", 0, "n_latent"),
     ("sc_lr", 0.0, "sc_lr"), ("st_lr", 1.5, "st_lr"), ("device", "tpu", "device"),
+    ("st_max_steps", -1, "st_max_steps"), ("sc_max_steps", -5, "sc_max_steps"),
 ])
 def test_training_params_validate_errors(field, value, match):
     with pytest.raises(InputError, match=match):
@@ -496,15 +499,17 @@ def test_training_params_cuda_without_gpu():
 
 
 def test_presets_and_param_dicts():
+    default = preset("default")
+    assert default == TrainingParams() and default.st_epochs is None and default.sc_epochs is None
     tutorial = preset("tutorial")
     assert (tutorial.sc_epochs, tutorial.st_epochs, tutorial.init) == (300, 2500, "data")
     assert (tutorial.sc_lr, tutorial.st_lr, tutorial.vamp_prior_p) == (1e-3, 3e-3, 15)
     quick = preset("quick", seed=3)
-    assert (quick.sc_epochs, quick.st_epochs, quick.seed, quick.st_min_steps) == (100, 300, 3, 0)
+    assert (quick.sc_epochs, quick.st_epochs, quick.seed, quick.st_min_steps) == (100, 300, 3, None)
     assert preset("tutorial", st_min_steps=5000).st_min_steps == 5000
     reference = preset("reference")
     assert (reference.init, reference.sc_epochs, reference.st_epochs) == ("reference", 300, 2500)
-    assert reference.st_min_steps == 0 and tutorial.st_min_steps == 0
+    assert reference.st_min_steps is None and tutorial.st_max_steps is None
     assert preset("quick", st_epochs=7).st_epochs == 7
     with pytest.raises(InputError, match="unknown preset"):
         preset("fast")
