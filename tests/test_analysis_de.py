@@ -126,3 +126,20 @@ def test_group_builders(model):
         group_from_obs(model.adata.obs, "region", "middle")
     with pytest.raises(InputError, match="unknown cell type"):
         group_from_threshold(props, "x", 0.1)
+
+
+def test_large_groups_are_subsampled_for_the_ks_test_only(model):
+    g1 = model.left.copy()
+    full = de_genes(model, "type_0", g1, seed=0)
+    assert full.n_sampled1 == g1.sum() and full.notes == []  # below the cap: every spot
+    sub = de_genes(model, "type_0", g1, seed=0, max_spots_per_group=50)
+    assert (sub.n_sampled1, sub.n_sampled2) == (50, 50)
+    assert sub.n_group1 == g1.sum() and sub.params["sampled_spots"] == [50, 50]
+    assert len(sub.notes) == 2 and "random subsample of 50" in sub.notes[0]
+    # fold changes still use every spot; the planted genes are still the top KS scores
+    np.testing.assert_allclose(sub.table["log2fc"], full.table["log2fc"])
+    planted = set(sub.table.index[model.planted])
+    top = set(sub.table.sort_values("ks_score", ascending=False).index[:len(planted)])
+    assert top == planted
+    again = de_genes(model, "type_0", g1, seed=0, max_spots_per_group=50)
+    pd.testing.assert_frame_equal(again.table, sub.table)  # seeded subsample

@@ -42,6 +42,8 @@ def test_bundle_roundtrip(tmp_path):
             "de_T_NK_left_vs_right.csv", "enrichment_T_NK_pc1.csv"} <= files
     assert not any(f.endswith(".tmp") for f in files)
     back = ad.read_h5ad(out / "results.h5ad")
+    assert back.X is None and back.n_vars == 8  # counts only on request
+    assert back.obsm["spatial"].shape == (30, 2)
     np.testing.assert_allclose(back.obsm["proportions"].to_numpy(), props.to_numpy())
     assert list(back.obsm["proportions"].columns) == ["B cells", "T_NK", "Mono"]
     assert list(back.uns["destvi"]["cell_types"]) == ["B cells", "T/NK", "Mono"]
@@ -59,6 +61,15 @@ def test_bundle_roundtrip(tmp_path):
     blob = bundle_zip(out)
     with zipfile.ZipFile(io.BytesIO(blob)) as zf:
         assert set(zf.namelist()) == files
+
+
+def test_counts_on_request(tmp_path):
+    st = _st()
+    props = pd.DataFrame(np.full((30, 2), 0.5), index=st.obs_names, columns=["A", "B"])
+    out = export_bundle(tmp_path / "b", st, props, include_counts=True)
+    back = ad.read_h5ad(out / "results.h5ad")
+    np.testing.assert_array_equal(back.X, st.X)
+    assert json.loads((out / "parameters.json").read_text())["counts_included"] is True
 
 
 def test_positional_proportions_and_errors(tmp_path):

@@ -127,3 +127,42 @@ def test_too_few_spots():
         spatial_pca(np.ones((2, 5)), np.ones((2, 2)))
     with pytest.raises(InputError, match="weighting"):
         spatial_pca(np.ones((5, 5)), np.ones((5, 2)), weighting="bad")
+
+
+@pytest.mark.parametrize("weighting", ["outer", "none", "scalar"])
+def test_grid_kernel_sums_agree_with_the_exact_kernel(weighting):
+    """Large selections use the grid path; on 1,500 spots both paths give the same axes."""
+    from destvi_core.analysis.spatial_pca import EXACT_MAX_SPOTS
+
+    rng = np.random.default_rng(4)
+    n = 1500
+    loc = rng.uniform(0, 1000, (n, 2)) * np.array([1.0, 0.6])
+    pi = rng.uniform(0.05, 1.0, n)
+    x = rng.normal(size=(n, 5))
+    x[:, 1] += 2 * np.sin(loc[:, 0] / 150)  # a planted spatial axis
+    exact = spatial_pca(x, loc, pi, weighting=weighting, method="exact")
+    grid = spatial_pca(x, loc, pi, weighting=weighting, method="grid")
+    cos = np.abs((exact.components * grid.components).sum(axis=0))
+    assert cos.min() > 0.9999
+    np.testing.assert_allclose(grid.eigenvalues, exact.eigenvalues, rtol=1e-3)
+    np.testing.assert_allclose(grid.explained_variance, exact.explained_variance, rtol=1e-4)
+    assert np.argmax(np.abs(exact.components[:, 0])) == 1
+    # auto = exact at this size (the results of today), grid above EXACT_MAX_SPOTS
+    auto = spatial_pca(x, loc, pi, weighting=weighting)
+    np.testing.assert_array_equal(auto.components, exact.components)
+    assert n < EXACT_MAX_SPOTS
+    with pytest.raises(InputError, match="method"):
+        spatial_pca(x, loc, pi, method="fast")
+
+
+def test_median_distance_is_sampled_only_above_the_exact_size():
+    from scipy.spatial.distance import pdist
+
+    from destvi_core.analysis.spatial_pca import median_pairwise_distance
+
+    rng = np.random.default_rng(0)
+    loc = rng.uniform(0, 100, (400, 2))
+    assert median_pairwise_distance(loc) == np.median(pdist(loc))
+    sampled = median_pairwise_distance(loc, max_points=100, sample=300)
+    assert sampled == median_pairwise_distance(loc, max_points=100, sample=300)  # seeded
+    assert abs(sampled - np.median(pdist(loc))) < 0.05 * np.median(pdist(loc))

@@ -2,7 +2,8 @@
 
 Layout of ``out_dir``::
 
-    results.h5ad          spatial AnnData + obsm['proportions'], obsm['gamma_<type>'],
+    results.h5ad          spatial annotations (obs, var, obsm, uns; the counts only with
+                          include_counts) + obsm['proportions'], obsm['gamma_<type>'],
                           obs 'contains_<type>', 'spca_<type>_1/_2/_color', uns['destvi']
     proportions.csv       spots x cell types
     thresholds.csv        cell type, threshold (if given)
@@ -107,6 +108,7 @@ def export_bundle(
     enrichment: dict[str, pd.DataFrame] | None = None,
     parameters: dict | None = None,
     metadata: dict | None = None,
+    include_counts: bool = False,
 ) -> Path:
     """Write all results to ``out_dir`` (created; existing files overwritten).
 
@@ -115,7 +117,7 @@ def export_bundle(
     out_dir
         Output directory.
     st_adata
-        Spatial AnnData (copied; its X and annotations are kept).
+        Spatial AnnData: its obs, var, obsm and uns are kept (copied).
     proportions
         ``[S, C]`` proportions (index spot names or positional). In the h5ad, "/" in cell-type
         names becomes "_" (HDF5 keys); original names are in ``uns['destvi']['cell_types']``
@@ -136,6 +138,9 @@ def export_bundle(
         ``uns['destvi']['parameters']``.
     metadata
         Free metadata (data file names, model hash, ...).
+    include_counts
+        Also store the count matrix (``X``) in ``results.h5ad``. Off by default, so the bundle
+        stays proportional to spots x types (100,000 spots x 2,000 genes of counts are ~1 GB).
 
     Returns
     -------
@@ -144,7 +149,15 @@ def export_bundle(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    adata = st_adata.copy()
+    if include_counts:
+        adata = st_adata.copy()
+    else:
+        import anndata as ad
+
+        adata = ad.AnnData(obs=st_adata.obs.copy(), var=st_adata.var.copy(),
+                           uns=dict(st_adata.uns),
+                           obsm={k: (v.copy() if hasattr(v, "copy") else v)
+                                 for k, v in st_adata.obsm.items()})
     adata.obs_names = adata.obs_names.astype(str)
     obs_names = adata.obs_names
     files: list[str] = []
@@ -199,6 +212,7 @@ def export_bundle(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "thresholds": json_safe({str(k): float(v) for k, v in (thresholds or {}).items()}),
         "files": files + ["results.h5ad", "parameters.json"],
+        "counts_included": bool(include_counts),
         "cell_types": list(col_of),
         "obsm_columns": list(col_of.values()),
     }
