@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="spatial layer with raw counts (default layers['counts'] or X)")
     train.add_argument("--spatial-key", default="spatial",
                        help="obsm key of the spot coordinates (default spatial)")
+    train.add_argument("--bin-size", type=int, default=None, metavar="UM",
+                       help="Visium HD bin size in um when --st is a Space Ranger HD output "
+                            "(default 16; 8 gives ~4x more bins)")
     train.add_argument("--n-top-genes", type=int, default=2000,
                        help="number of highly variable genes (default 2000)")
     train.add_argument("--no-hvg", action="store_true",
@@ -140,10 +143,12 @@ def _collected_warnings(caught, already: list[str] = ()) -> list[str]:
     return out
 
 
-def _read_inputs(sc_path: str | Path, st_path: str | Path):
-    from .data import read_h5ad_safe, read_spatial
+def _read_inputs(sc_path: str | Path, st_path: str | Path, pre: dict | None = None):
+    from .readers import read_counts_file, read_spatial
 
-    return read_h5ad_safe(sc_path), read_spatial(st_path)
+    pre = pre or {}
+    return (read_counts_file(sc_path, pre.get("layer_sc")),
+            read_spatial(st_path, pre.get("bin_size"), pre.get("layer_st")))
 
 
 def _prepare(sc, st, pre: dict):
@@ -235,9 +240,11 @@ def cmd_train(args) -> int:
     pre = {"labels_key": args.label_key, "layer_sc": args.layer_sc, "layer_st": args.layer_st,
            "spatial_key": args.spatial_key, "n_top_genes": args.n_top_genes,
            "hvg": not args.no_hvg}
+    if args.bin_size is not None:
+        pre["bin_size"] = args.bin_size
     progress = _Progress()
     try:
-        sc, st = _read_inputs(sc_path, st_path)
+        sc, st = _read_inputs(sc_path, st_path, pre)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             prepared = _prepare(sc, st, pre)
@@ -312,7 +319,7 @@ def cmd_export(args) -> int:
         raise InputError(f"--out {out} is a folder", "give a file name such as results.h5ad")
     meta = persistence.read_metadata(args.model)
     sc_path, pre = _export_inputs(args, meta)
-    sc, st = _read_inputs(sc_path, args.st)
+    sc, st = _read_inputs(sc_path, args.st, pre)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         prepared = _prepare(sc, st, pre)

@@ -1,4 +1,8 @@
-"""Loading, validating and preparing single-cell reference and spatial data.
+"""Preparing single-cell reference and spatial data for the models.
+
+Reading files lives in :mod:`destvi_core.readers`, validation and cleaning in
+:mod:`destvi_core.validation`; their public names are importable from here too. This module
+matches genes, selects highly variable genes, runs :func:`prepare_inputs` and hashes matrices.
 
 Every user-facing failure raises :class:`~destvi_core.errors.InputError` with a message that says
 what was found and how to fix it; recoverable problems (dropped cells, renamed genes, ...) are
@@ -11,16 +15,56 @@ import hashlib
 import re
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import anndata as ad
-import h5py
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
 from .errors import DestVIWarning, InputError
+from .readers import (LEAN_READ_BYTES, read_10x_h5, read_counts_file,  # noqa: F401
+                      read_h5ad_counts, read_h5ad_safe, read_spatial, read_visium_folder,
+                      read_visium_hd, visium_hd_bins)
+from .validation import (INTEGER_TOLERANCE, LOG_NORMALISED_MAX, MIN_CELL_TYPES,  # noqa: F401
+                         MIN_CELLS_PER_TYPE, MIN_SHARED_GENES, _check_min_types, _drop_empty,
+                         _total_counts, _warn, counts_csr, get_counts, validate_counts,
+                         validate_reference, validate_spatial)
+
+_ENSEMBL = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
+
+
+_HASH_CHUNK = 1 << 22  # values per streamed piece (32 MB as float64)
+_DIGESTS: dict[int, tuple] = {}  # id(matrix) -> (weakref, fingerprint, digest)
+
+
+def _canonical_rows(matrix, start: int, stop: int) -> sp.csr_matrix:
+    """Rows ``start:stop`` in canonical float64 CSR form (sorted, no duplicates, no zeros)."""
+    block = matrix[start:stop]
+    csr = sp.csr_matrix(block if sp.issparse(block) else np.asarray(block, dtype=np.float64),
+                        dtype=np.float64, copy=True)
+    csr.sum_duplicates()
+    csr.eliminate_zeros()
+    csr.sort_indices()
+    return csr
+
+
+def _is_canonical(csr: sp.csr_matrix) -> bool:
+    if not csr.has_canonical_format:
+        return False
+    data = csr.data
+    return not any(bool((data[s:s + _HASH_CHUNK] == 0).any())
+                   for s in range(0, data.size, _HASH_CHUNK))
+
+
+def _fingerprint(matrix) -> tuple:
+    """Cheap identity of a matrix's content: shape, storage, buffers and the sum of its values."""
+    if sp.issparse(matrix) and matrix.format == "csr":
+        arrays = (matrix.data, matrix.indices, matrix.indptr)
+        total = float(np.sum(matrix.data, dtype=np.float64))
+    else:
+        arrays = (np.asarray(matrix),)
+        total = float(np.sum(arrays[0], dtype=np.float64))
+    return (type(matrix), matrix.shape, getattr(matrix, "nnz", None), total,
+            tuple((a.ctypes.data, a.dtype.str, a.size) for a in arrays))
 
 
 def hash_matrix(matrix) -> str:
@@ -28,6 +72,9 @@ def hash_matrix(matrix) -> str:
 
     Sparse inputs are converted to a canonical CSR form (sorted indices, explicit zeros removed),
     so the same values give the same digest whatever the storage (dense, CSR, CSC, COO) or dtype.
+    The digest is streamed in pieces (a 100,000 x 2,000 slide is hashed without copying it), and
+    remembered for the same unchanged matrix object, so hashing the same prepared data again
+    (cache key, model metadata) is free.
 
     Parameters
     ----------
@@ -40,441 +87,54 @@ def hash_matrix(matrix) -> str:
     str
         Hex digest (64 characters).
     """
+    import weakref
+
+    if not sp.issparse(matrix):
+        matrix = np.asarray(matrix, dtype=np.float64)
+        if matrix.ndim == 1:
+            matrix = matrix[None, :]
+    elif matrix.format != "csr":
+        matrix = sp.csr_matrix(matrix)
+    try:
+        fingerprint = _fingerprint(matrix)
+        memo = _DIGESTS.get(id(matrix))
+        if memo is not None and memo[0]() is matrix and memo[1] == fingerprint:
+            return memo[2]
+    except (TypeError, ValueError):  # pragma: no cover - exotic array types
+        fingerprint = None
     digest = hashlib.sha256()
-    if sp.issparse(matrix):
-        csr = sp.csr_matrix(matrix, dtype=np.float64, copy=True)
-        csr.sum_duplicates()
-        csr.eliminate_zeros()
-        csr.sort_indices()
-        digest.update(b"csr")
-        digest.update(np.asarray(csr.shape, dtype=np.int64).tobytes())
-        digest.update(np.ascontiguousarray(csr.indptr, dtype=np.int64).tobytes())
-        digest.update(np.ascontiguousarray(csr.indices, dtype=np.int64).tobytes())
-        digest.update(np.ascontiguousarray(csr.data, dtype=np.float64).tobytes())
-    else:
-        dense = np.asarray(matrix, dtype=np.float64)
-        if dense.ndim == 1:
-            dense = dense[None, :]
-        # hash dense through the same canonical CSR path so dense == sparse for equal values
-        return hash_matrix(sp.csr_matrix(dense))
-    return digest.hexdigest()
-
-
-# ============================================================================================
-# constants
-# ============================================================================================
-
-MIN_CELLS_PER_TYPE = 10
-"""Cell types with fewer reference cells are dropped (with a DestVIWarning): too few cells to
-learn a type's state distribution (CondSCVI) or its VampPrior clusters."""
-
-MIN_CELL_TYPES = 2
-"""Deconvolution needs at least two cell types."""
-
-MIN_SHARED_GENES = 50
-"""Fewer genes shared by reference and spatial data is an error (proportions are not
-identifiable from a handful of genes)."""
-
-LOG_NORMALISED_MAX = 30.0
-"""Non-integer data whose maximum is below this is reported as 'looks log-normalised'
-(log1p of counts normalised to 1e4-1e6 stays below ~15)."""
-
-INTEGER_TOLERANCE = 1e-3
-"""Values further than this from an integer count as non-integer."""
-
-_ENSEMBL = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
-
-
-# ============================================================================================
-# reading
-# ============================================================================================
-
-def read_h5ad_safe(path: str | Path) -> AnnData:
-    """Read an ``.h5ad`` file, turning every failure into a clear :class:`InputError`.
-
-    Parameters
-    ----------
-    path
-        Path of the ``.h5ad`` file.
-
-    Raises
-    ------
-    InputError
-        Missing file, a folder, a file that is not HDF5/AnnData, or a truncated/corrupted file.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"file {path} does not exist", "check the path (it is relative to "
-                         f"the current folder {Path.cwd()})")
-    if path.is_dir():
-        raise InputError(f"{path} is a folder, not an .h5ad file",
-                         "give the .h5ad file, or use a Space Ranger output folder as spatial "
-                         "data (read_spatial / read_visium_folder)")
-    if not h5py.is_hdf5(path):
-        raise InputError(f"{path.name} is not an AnnData .h5ad file (not HDF5)",
-                         "save your data with adata.write_h5ad('file.h5ad') and load that file")
-    try:
-        adata = ad.read_h5ad(path)
-    except Exception as err:  # truncated file, missing groups, ...
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise InputError(f"{path.name} could not be read as AnnData (truncated or corrupted "
-                         f"file: {first[:200]})", "re-export or re-download the file") from err
-    return adata
-
-
-def read_visium_folder(path: str | Path, count_file: str = "filtered_feature_bc_matrix.h5"
-                       ) -> AnnData:
-    """Read a Space Ranger output folder with :func:`scanpy.read_visium`.
-
-    The histology image and scale factors are kept in ``uns['spatial']``; coordinates (full
-    resolution pixels) are in ``obsm['spatial']`` as float64; gene names are made unique.
-
-    Parameters
-    ----------
-    path
-        Folder holding ``filtered_feature_bc_matrix.h5`` and ``spatial/``.
-    count_file
-        Name of the count matrix file inside the folder.
-
-    Raises
-    ------
-    InputError
-        Missing folder, count file, or ``spatial/`` files.
-    """
-    import scanpy as sc
-
-    path = Path(path)
-    if not path.is_dir():
-        raise InputError(f"Visium folder {path} does not exist", "give the Space Ranger 'outs' "
-                         "folder (with filtered_feature_bc_matrix.h5 and spatial/)")
-    if not (path / count_file).is_file():
-        found = sorted(p.name for p in path.iterdir())[:10]
-        raise InputError(f"{path} has no {count_file} (found: {', '.join(found) or 'nothing'})",
-                         "give the Space Ranger 'outs' folder, which contains "
-                         "filtered_feature_bc_matrix.h5 and spatial/")
-    positions = [p for p in ("tissue_positions.csv", "tissue_positions_list.csv")
-                 if (path / "spatial" / p).is_file()]
-    if not positions or not (path / "spatial" / "scalefactors_json.json").is_file():
-        raise InputError(f"{path / 'spatial'} lacks tissue_positions.csv or "
-                         "scalefactors_json.json", "copy the whole Space Ranger 'outs/spatial' "
-                         "folder next to the count matrix")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            adata = sc.read_visium(path, count_file=count_file)
-    except Exception as err:
-        raise InputError(f"could not read the Visium folder {path} ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0][:200] if str(err) else ''})",
-                         "check that the folder is an unmodified Space Ranger output") from err
-    adata.var_names_make_unique()
-    adata.obsm["spatial"] = np.asarray(adata.obsm["spatial"], dtype=np.float64)
-    return adata
-
-
-def read_spatial(path: str | Path) -> AnnData:
-    """Read spatial data from a Space Ranger folder or an ``.h5ad`` file.
-
-    Parameters
-    ----------
-    path
-        Folder (read with :func:`read_visium_folder`) or ``.h5ad`` file.
-    """
-    path = Path(path)
-    return read_visium_folder(path) if path.is_dir() else read_h5ad_safe(path)
-
-
-# ============================================================================================
-# counts
-# ============================================================================================
-
-def _counts_source(adata: AnnData, layer: str | None) -> str:
-    if layer is not None:
-        return f"layers[{layer!r}]"
-    return "layers['counts']" if "counts" in adata.layers else "X"
-
-
-def get_counts(adata: AnnData, layer: str | None = None):
-    """Raw count matrix: ``layers[layer]`` if given, else ``layers['counts']`` if present, else X.
-
-    Parameters
-    ----------
-    adata
-        AnnData object.
-    layer
-        Explicit layer name.
-
-    Raises
-    ------
-    InputError
-        The named layer does not exist (the message lists the available layers), or X is empty.
-    """
-    if layer is not None:
-        if layer not in adata.layers:
-            available = ", ".join(map(repr, adata.layers.keys())) or "none"
-            raise InputError(f"layer {layer!r} not found (available layers: {available})",
-                             "pick one of the available layers, or leave the layer empty to "
-                             "use layers['counts'] if present, else X")
-        return adata.layers[layer]
-    if "counts" in adata.layers:
-        return adata.layers["counts"]
-    if adata.X is None:
-        raise InputError("the data has no X matrix and no layers['counts']",
-                         "store raw UMI counts in X or in layers['counts']")
-    return adata.X
-
-
-def _values(matrix) -> np.ndarray:
-    """Stored values of a matrix (non-zeros for sparse) as a flat array."""
-    if sp.issparse(matrix):
-        return np.asarray(matrix.data)
-    return np.asarray(matrix).ravel()
-
-
-def validate_counts(adata: AnnData, layer: str | None = None, what: str = "reference") -> None:
-    """Check that the counts are raw UMI counts (finite, non-negative integers).
-
-    Parameters
-    ----------
-    adata
-        AnnData object.
-    layer
-        Layer to check (see :func:`get_counts`).
-    what
-        Name of the data in messages (``"reference"``, ``"spatial"``).
-
-    Raises
-    ------
-    InputError
-        Empty data, NaN/inf, negative values (scaled data), normalised or log-normalised data.
-    """
-    if adata.n_obs == 0 or adata.n_vars == 0:
-        raise InputError(f"the {what} data is empty ({adata.n_obs} observations x "
-                         f"{adata.n_vars} genes)", "load a non-empty dataset")
-    source = _counts_source(adata, layer)
-    values = _values(get_counts(adata, layer))
-    if not np.issubdtype(values.dtype, np.number):
-        raise InputError(f"{what} {source} is not numeric (dtype {values.dtype})",
-                         "store raw UMI counts as numbers")
-    fix = (f"pass raw UMI counts: put them in {what} layers['counts'] (e.g. "
-           "adata.layers['counts'] = adata.raw.X) or select the layer holding them")
-    if values.size == 0:
-        return
-    if not np.all(np.isfinite(values)):
-        n_bad = int((~np.isfinite(values)).sum())
-        raise InputError(f"{what} {source} contains {n_bad} NaN or infinite values", fix)
-    if np.issubdtype(values.dtype, np.integer):
-        low = values.min()
-        if low < 0:
-            raise InputError(f"{what} {source} holds negative values (min {low})", fix)
-        return
-    low, high = float(values.min()), float(values.max())
-    if low < 0:
-        raise InputError(f"{what} {source} holds negative values (min {low:.3g}) — looks "
-                         "scaled or centred (e.g. sc.pp.scale)", fix)
-    frac = np.abs(values - np.round(values)) > INTEGER_TOLERANCE
-    if frac.any():
-        example = float(values[np.argmax(frac)])
-        if high < LOG_NORMALISED_MAX:
-            kind = "looks log-normalised"
-        else:
-            kind = "looks normalised (CPM/TPM or size-factor scaled)"
-        raise InputError(f"{what} {source} holds non-integer values (e.g. {example:.4g}, max "
-                         f"{high:.4g}) — {kind}", fix)
-
-
-def counts_csr(adata: AnnData, layer: str | None = None) -> sp.csr_matrix:
-    """Counts (see :func:`get_counts`) as a float32 CSR matrix with sorted indices."""
-    matrix = get_counts(adata, layer)
-    csr = sp.csr_matrix(matrix, dtype=np.float32)
-    if csr is matrix:
-        csr = csr.copy()
-    csr.eliminate_zeros()
-    csr.sort_indices()
-    return csr
-
-
-def _total_counts(matrix) -> np.ndarray:
-    return np.asarray(matrix.sum(axis=1)).ravel()
-
-
-# ============================================================================================
-# cleaning helpers
-# ============================================================================================
-
-def _warn(message: str) -> None:
-    warnings.warn(message, DestVIWarning, stacklevel=3)
-
-
-def _rebuild(adata: AnnData, counts: sp.csr_matrix) -> AnnData:
-    """New AnnData with ``counts`` in X, no layers, same obs/var/obsm/uns (copied)."""
-    out = AnnData(X=counts, obs=adata.obs.copy(), var=adata.var.copy(),
-                  uns=dict(adata.uns))
-    for key, value in adata.obsm.items():
-        out.obsm[key] = value.copy() if hasattr(value, "copy") else value
+    digest.update(b"csr")
+    digest.update(np.asarray(matrix.shape, dtype=np.int64).tobytes())
+    n_rows = matrix.shape[0]
+    if sp.issparse(matrix) and _is_canonical(matrix):
+        digest.update(np.ascontiguousarray(matrix.indptr, dtype=np.int64).tobytes())
+        for array, dtype in ((matrix.indices, np.int64), (matrix.data, np.float64)):
+            for s in range(0, array.size, _HASH_CHUNK):
+                digest.update(np.ascontiguousarray(array[s:s + _HASH_CHUNK], dtype=dtype).tobytes())
+    else:  # canonicalise row chunks; three passes keep the digest of the whole canonical CSR
+        n_cols = max(1, matrix.shape[1])
+        rows = max(1, _HASH_CHUNK // n_cols)
+        chunks = [(s, min(s + rows, n_rows)) for s in range(0, n_rows, rows)]
+        offset = 0
+        digest.update(np.zeros(1, dtype=np.int64).tobytes())
+        for s, e in chunks:
+            indptr = _canonical_rows(matrix, s, e).indptr.astype(np.int64)
+            digest.update((indptr[1:] + offset).tobytes())
+            offset += int(indptr[-1])
+        for part in ("indices", "data"):
+            for s, e in chunks:
+                csr = _canonical_rows(matrix, s, e)
+                array = csr.indices.astype(np.int64) if part == "indices" else csr.data
+                digest.update(np.ascontiguousarray(array).tobytes())
+    out = digest.hexdigest()
+    if fingerprint is not None:
+        try:
+            _DIGESTS[id(matrix)] = (weakref.ref(matrix), fingerprint, out)
+        except TypeError:  # objects without weak references are not remembered
+            pass
+        for key in [k for k, v in _DIGESTS.items() if v[0]() is None]:
+            del _DIGESTS[key]
     return out
-
-
-def _unique_names(adata: AnnData, what: str) -> None:
-    """Make duplicated var/obs names unique in place (with a warning)."""
-    if not adata.var_names.is_unique:
-        dups = adata.var_names[adata.var_names.duplicated()].unique()
-        adata.var_names_make_unique()
-        _warn(f"{what}: {len(dups)} duplicated gene names (e.g. {', '.join(map(str, dups[:3]))}) "
-              "were made unique by appending '-1', '-2', ...")
-    if not adata.obs_names.is_unique:
-        n_dup = int(adata.obs_names.duplicated().sum())
-        adata.obs_names_make_unique()
-        _warn(f"{what}: {n_dup} duplicated cell/spot names were made unique")
-
-
-def _drop_empty(adata: AnnData, what: str, unit: str) -> AnnData:
-    """Drop observations with zero total counts (warning with the number dropped)."""
-    empty = _total_counts(adata.X) <= 0
-    if empty.all():
-        raise InputError(f"every {unit} of the {what} data has zero counts",
-                         "check that the right count matrix/layer is used and that genes "
-                         "were not over-filtered")
-    if empty.any():
-        _warn(f"{what}: dropped {int(empty.sum())} {unit}s with zero counts")
-        adata = adata[~empty].copy()
-    return adata
-
-
-def _check_min_types(adata: AnnData, labels_key: str, min_cells_per_type: int) -> AnnData:
-    """Drop types below ``min_cells_per_type`` cells; error if fewer than 2 types remain."""
-    labels = adata.obs[labels_key].cat.remove_unused_categories()
-    adata.obs[labels_key] = labels
-    counts = labels.value_counts()
-    small = counts[counts < min_cells_per_type]
-    if len(small):
-        listing = ", ".join(f"{k} ({v})" for k, v in small.items())
-        _warn(f"dropped cell types with fewer than {min_cells_per_type} reference cells: "
-              f"{listing}")
-        adata = adata[~labels.isin(small.index).to_numpy()].copy()
-        adata.obs[labels_key] = adata.obs[labels_key].cat.remove_unused_categories()
-    n_types = len(adata.obs[labels_key].cat.categories)
-    if n_types < MIN_CELL_TYPES:
-        kept = ", ".join(map(str, adata.obs[labels_key].cat.categories)) or "none"
-        raise InputError(f"the reference has {n_types} usable cell type(s) in "
-                         f"obs[{labels_key!r}] (kept: {kept}; each needs at least "
-                         f"{min_cells_per_type} cells); deconvolution needs at least "
-                         f"{MIN_CELL_TYPES}", "choose a label column with several cell types, "
-                         "or a finer annotation")
-    return adata
-
-
-def _label_column_hint(adata: AnnData) -> str:
-    candidates = [c for c in adata.obs.columns
-                  if (adata.obs[c].dtype == object or isinstance(adata.obs[c].dtype,
-                                                                 pd.CategoricalDtype))
-                  and 2 <= adata.obs[c].nunique() <= max(2, adata.n_obs // 2)]
-    return f" (likely label columns: {', '.join(candidates[:5])})" if candidates else ""
-
-
-# ============================================================================================
-# validation
-# ============================================================================================
-
-def validate_reference(adata: AnnData, labels_key: str = "cell_type", layer: str | None = None,
-                       min_cells_per_type: int = MIN_CELLS_PER_TYPE) -> AnnData:
-    """Validate and clean the single-cell reference.
-
-    Returns a copy with counts in X (float32 CSR, no layers), categorical labels without
-    NaN or unused categories, unique names, no zero-count cells and no cell type with fewer
-    than ``min_cells_per_type`` cells. Dropped cells/types are reported as DestVIWarning.
-
-    Parameters
-    ----------
-    adata
-        Reference AnnData.
-    labels_key
-        Column of ``obs`` with the cell-type labels.
-    layer
-        Layer with raw counts (default ``layers['counts']`` if present, else X).
-    min_cells_per_type
-        Minimum number of cells per type (default :data:`MIN_CELLS_PER_TYPE`).
-
-    Raises
-    ------
-    InputError
-        Missing label column, invalid counts, fewer than two usable cell types.
-    """
-    if labels_key not in adata.obs.columns:
-        available = ", ".join(map(str, adata.obs.columns)) or "none"
-        raise InputError(f"the reference has no obs column {labels_key!r} with cell-type "
-                         f"labels (available columns: {available})",
-                         "choose the column that holds the cell types" +
-                         _label_column_hint(adata))
-    validate_counts(adata, layer, what="reference")
-    out = _rebuild(adata, counts_csr(adata, layer))
-    _unique_names(out, "reference")
-    labels = out.obs[labels_key]
-    missing = labels.isna().to_numpy()
-    if missing.all():
-        raise InputError(f"every label in obs[{labels_key!r}] is missing (NaN)",
-                         "choose the column that holds the cell types")
-    if missing.any():
-        _warn(f"reference: dropped {int(missing.sum())} cells without a label in "
-              f"obs[{labels_key!r}]")
-        out = out[~missing].copy()
-    labels = out.obs[labels_key]
-    if not isinstance(labels.dtype, pd.CategoricalDtype):
-        out.obs[labels_key] = pd.Categorical(labels.astype(str))
-    out = _drop_empty(out, "reference", "cell")
-    return _check_min_types(out, labels_key, min_cells_per_type)
-
-
-def validate_spatial(adata: AnnData, spatial_key: str = "spatial",
-                     layer: str | None = None) -> AnnData:
-    """Validate and clean the spatial data.
-
-    Returns a copy with counts in X (float32 CSR, no layers), coordinates as float64 ``[S, 2]``
-    in ``obsm['spatial']`` (first two columns of ``obsm[spatial_key]``), unique names, no spot
-    with NaN coordinates or zero counts (dropped with a DestVIWarning); ``uns['spatial']``
-    (histology image, scale factors) is kept.
-
-    Parameters
-    ----------
-    adata
-        Spatial AnnData.
-    spatial_key
-        Key of ``obsm`` with the coordinates.
-    layer
-        Layer with raw counts.
-
-    Raises
-    ------
-    InputError
-        Missing coordinates key, wrong shape, non-numeric or all-NaN coordinates, invalid counts.
-    """
-    if spatial_key not in adata.obsm:
-        available = ", ".join(map(repr, adata.obsm.keys())) or "none"
-        raise InputError(f"the spatial data has no coordinates in obsm[{spatial_key!r}] "
-                         f"(available obsm keys: {available})", "choose the obsm key with the "
-                         "x/y spot coordinates (Visium data read with scanpy uses 'spatial')")
-    coords = adata.obsm[spatial_key]
-    coords = coords.to_numpy() if isinstance(coords, pd.DataFrame) else np.asarray(coords)
-    if coords.ndim != 2 or coords.shape[1] < 2 or coords.shape[0] != adata.n_obs:
-        raise InputError(f"obsm[{spatial_key!r}] has shape {coords.shape}; expected "
-                         f"({adata.n_obs}, 2): one x/y pair per spot",
-                         "store the spot coordinates as an n_spots x 2 array")
-    try:
-        coords = coords[:, :2].astype(np.float64)
-    except (TypeError, ValueError) as err:
-        raise InputError(f"obsm[{spatial_key!r}] is not numeric (dtype {coords.dtype})",
-                         "store the spot coordinates as numbers") from err
-    validate_counts(adata, layer, what="spatial")
-    out = _rebuild(adata, counts_csr(adata, layer))
-    out.obsm["spatial"] = coords
-    _unique_names(out, "spatial")
-    bad = ~np.isfinite(coords).all(axis=1)
-    if bad.all():
-        raise InputError(f"every spot has NaN/infinite coordinates in obsm[{spatial_key!r}]",
-                         "choose the obsm key with the spot coordinates")
-    if bad.any():
-        _warn(f"spatial: dropped {int(bad.sum())} spots with NaN/infinite coordinates")
-        out = out[~bad].copy()
-    return _drop_empty(out, "spatial", "spot")
 
 
 # ============================================================================================
@@ -648,6 +308,9 @@ class PreparedData:
 
 
 def _subset_genes(adata: AnnData, genes: list[str]) -> AnnData:
+    if len(genes) == adata.n_vars and list(map(str, adata.var_names)) == list(genes) \
+            and sp.isspmatrix_csr(adata.X) and adata.X.dtype == np.float32:
+        return adata  # already these genes in this order (no copy of a large matrix)
     out = adata[:, genes].copy()
     out.X = sp.csr_matrix(out.X, dtype=np.float32)
     return out

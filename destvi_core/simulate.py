@@ -25,10 +25,11 @@ Layout of the returned data (:class:`SimulatedData`)
     non-alphanumerics replaced by ``_`` (see :func:`set_label`).
 
 Large slides (Visium HD sizes) are tiles of a simulation: :func:`tile_spatial` and
-:func:`tiled_simulation`.
+:func:`tiled_simulation`; :func:`write_visium_hd` writes one as a Space Ranger HD folder.
 
 This module is the public face of :mod:`destvi_core.simulation` (split by meaning: ``base``,
-``fields``, ``generic``, ``demo``, ``paper``, ``gmt``, ``tiling``); import from here.
+``fields``, ``generic``, ``demo``, ``paper``, ``gmt``, ``tiling``, ``visium_hd``); import from
+here.
 """
 
 from __future__ import annotations
@@ -42,11 +43,12 @@ from .simulation.generic import simulate_destvi
 from .simulation.gmt import read_gmt, write_gmt
 from .simulation.paper import paper_simulation
 from .simulation.tiling import TUTORIAL_BASE, tile_spatial, tiled_simulation
+from .simulation.visium_hd import write_10x_h5, write_visium_hd
 
 __all__ = [
     "SPOT_SPACING", "SimulatedData", "set_label", "softmax", "true_gamma_key",
     "true_scale_for_ct", "DEMO_REGIONS", "DEMO_TYPES", "demo_dataset",
     "tutorial_size_simulation", "write_demo", "SmoothField", "gamma_poisson", "gp_draws",
     "hex_grid", "simulate_destvi", "read_gmt", "write_gmt", "paper_simulation",
-    "TUTORIAL_BASE", "tile_spatial", "tiled_simulation",
+    "TUTORIAL_BASE", "tile_spatial", "tiled_simulation", "write_10x_h5", "write_visium_hd",
 ]
