@@ -273,7 +273,7 @@ def big_inference(n_spots: int, sc_epochs: int, seed: int, quick: bool) -> dict:
     t = time.perf_counter()
     model = DestVI.from_rna_model(big, sc_model, seed=seed)
     out["from_rna_model_s"] = time.perf_counter() - t
-    model._counts()  # dense tensor of the counts (what inference reads)
+    model._counts()  # CSR tensors of the counts (what inference reads, densified per chunk)
     out["counts_tensor_s"] = time.perf_counter() - t - out["from_rna_model_s"]
     out["rss_after_build_mb"] = current_rss_mb()
     t = time.perf_counter()
