@@ -248,6 +248,7 @@ def cmd_train(args) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             prepared = _prepare(sc, st, pre)
+        del sc, st  # the prepared copies are what trains (no second copy of a large slide)
         for line in prepared.report.summary_lines():
             print(line)
         for msg in _collected_warnings(caught, prepared.report.warnings):
@@ -323,6 +324,7 @@ def cmd_export(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         prepared = _prepare(sc, st, pre)
+    del sc, st
     for msg in _collected_warnings(caught):
         print(f"Warning: {msg}")
     sc_p, st_p = prepared.sc, prepared.st

@@ -261,9 +261,10 @@ def read_10x_h5(path: str | Path) -> AnnData:
                                  "group)", "use the filtered_feature_bc_matrix.h5 of Space Ranger")
             m = f["matrix"]
             n_genes, n_barcodes = (int(v) for v in m["shape"][()])
-            data = np.asarray(m["data"][()], dtype=np.float32)
-            indices = np.asarray(m["indices"][()], dtype=np.int32)
-            indptr = np.asarray(m["indptr"][()], dtype=np.int64)
+            # converted while reading: no int64 / int32 intermediate copies of the arrays
+            data = m["data"].astype(np.float32)[()]
+            indices = m["indices"].astype(np.int32)[()]
+            indptr = m["indptr"].astype(np.int64)[()]
             barcodes = [b.decode() for b in m["barcodes"][()]]
             feats = m["features"]
             names = [b.decode() for b in feats["name"][()]]
