@@ -350,6 +350,7 @@ def cmd_export(args) -> int:
         gamma_keys[str(ct)] = key
         result.obsm[key] = pd.DataFrame(df.to_numpy(), index=result.obs_names,
                                         columns=[str(c) for c in df.columns])
+    progress.close()
     info = json_safe({**meta, "cell_types": cell_types, "proportion_columns": list(props.columns),
                       "gamma_keys": gamma_keys,
                       "export": {"model": str(Path(args.model).resolve()),

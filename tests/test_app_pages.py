@@ -319,7 +319,10 @@ def test_training_form_params_match_the_preset_autoload_looks_for(monkeypatch):
         form = loaders.preset_params(name, sc_epochs=p.sc_epochs, st_epochs=p.st_epochs, seed=0)
         assert form == p
         assert loaders.model_key(_FakeData(), form) == loaders.model_key(_FakeData(), p)
-    assert loaders.preset_params("quick", st_epochs=7).st_min_steps == 0  # quick: no step floor
+    from destvi_core.pipeline import spatial_schedule
+
+    quick = loaders.preset_params("quick", st_epochs=7)
+    assert spatial_schedule(96, quick)[0] == 7  # given epochs: no step floor on a small slide
 
 
 class _FakeData:
