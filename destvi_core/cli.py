@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "more epochs (default preset: 5000; 0 = off)")
     train.add_argument("--st-max-steps", type=int, default=None,
                        help="at most this many spatial optimisation steps: large data sets get "
-                            "fewer epochs (default preset: 12000; 0 = off)")
+                            "fewer epochs (default preset: 20000; 0 = off)")
     train.add_argument("--sc-max-steps", type=int, default=None,
                        help="at most this many reference optimisation steps (default preset: "
                             "40000; 0 = off)")

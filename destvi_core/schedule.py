@@ -13,7 +13,7 @@ those epochs; the step bounds then apply only when given explicitly. The choice 
 ``bench/bench_schedule.py`` and ``bench/bench_scale.py`` (README, "Schedule").
 
 :func:`plan_training` returns the :class:`TrainingPlan` the CLI and the app show before training
-("DestVI 12,000 steps ..., about 14 min here"), with a time estimate from a short measured probe
+("DestVI 19,550 steps ..., about 22 min here"), with a time estimate from a short measured probe
 (a few optimisation steps of both networks at their real sizes on the chosen device).
 """
 
@@ -37,7 +37,7 @@ ST_WARMUP_RATIO = 200 / 2500
 """Spatial KL warm-up / training length (tutorial: 200 of 2,500 epochs)."""
 ST_MIN_STEPS = 5_000
 """Automatic schedule: fewest DestVI optimisation steps (small slides get more epochs)."""
-ST_MAX_STEPS = 12_000
+ST_MAX_STEPS = 20_000
 """Automatic schedule: most DestVI optimisation steps (large slides get fewer epochs)."""
 SC_MAX_STEPS = 40_000
 """Automatic schedule: most CondSCVI optimisation steps (large references get fewer epochs)."""
@@ -177,8 +177,8 @@ class TrainingPlan:
         return None if any(p is None for p in parts) else float(sum(parts))
 
     def describe(self) -> str:
-        """One line for the CLI and the app, e.g. ``"DestVI 12,000 steps (15 epochs) + CondSCVI
-        35,400 steps (300 epochs), about 14 min here (CPU, 2 threads)"``."""
+        """One line for the CLI and the app, e.g. ``"DestVI 19,550 steps (25 epochs of 782) +
+        CondSCVI 35,400 steps (300 epochs of 118), about 22 min here on CPU (2 threads)"``."""
         st, sc = self.spatial, self.reference
         text = (f"DestVI {st.steps:,} steps ({st.epochs:,} epochs of {st.steps_per_epoch:,}) + "
                 f"CondSCVI {sc.steps:,} steps ({sc.epochs:,} epochs of {sc.steps_per_epoch:,})")

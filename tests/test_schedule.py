@@ -47,7 +47,7 @@ def test_mid_size_keeps_the_tutorial_epochs_and_bounds_can_be_set():
     assert (given.epochs, given.kl_warmup_epochs, given.kl_warmup_steps) == (3, 200, None)
     capped = spatial_model_schedule(1000, TrainingParams(st_epochs=100, st_max_steps=80))
     assert capped.steps <= 80 and capped.kl_warmup_epochs == math.ceil(200 * 80 / 800)
-    assert spatial_schedule(100_000, TrainingParams()) == (plan_epochs := 15, 2) and plan_epochs
+    assert spatial_schedule(100_000, TrainingParams()) == (25, 2)  # 19,550 steps, warm-up 1,564
     with pytest.raises(InputError, match="st_min_steps"):
         TrainingParams(st_min_steps=10, st_max_steps=5).validate()
 
@@ -65,7 +65,7 @@ def test_reference_schedule_caps_large_references():
 def test_plan_without_and_with_probe():
     plan = plan_training(2000, 5000, 100, 4, TrainingParams(n_hidden=16), probe=False)
     assert plan.estimate_s is None and not plan.measured
-    assert plan.describe().startswith("DestVI 12,000 steps (300 epochs of 40) + CondSCVI 4,800 steps")
+    assert plan.describe().startswith("DestVI 20,000 steps (500 epochs of 40) + CondSCVI 4,800 steps")
     assert "about" not in plan.describe()
     measured = plan_training(2000, 5000, 100, 4, TrainingParams(n_hidden=16), device="cpu",
                              probe_steps=2)
