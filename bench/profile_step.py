@@ -46,6 +46,7 @@ def main() -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=128, help="minibatch size")
     args = ap.parse_args()
 
     import torch
@@ -82,7 +83,7 @@ def main() -> int:
         gen = torch.Generator().manual_seed(0)
 
         def step():
-            idx = torch.randperm(n, generator=gen)[:128]
+            idx = torch.randperm(n, generator=gen)[:args.batch]
             loss, _ = module.loss(take_batch(data, idx), 0.5, n)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -106,7 +107,7 @@ def main() -> int:
                     grouped[g] += e.self_cpu_time_total
                     break
         other = total - sum(grouped.values())
-        print(f"\n{name}: {per_step * 1e3:.1f} ms per step (batch 128, {prep.sc.n_vars} genes, "
+        print(f"\n{name}: {per_step * 1e3:.1f} ms per step (batch {args.batch}, {prep.sc.n_vars} genes, "
               f"{n_types} types, counts density {density[name]:.2f}; profiled "
               f"{total / 1e3 / args.steps:.1f} ms/step incl. profiler overhead)\n")
         print("| share of the step | % | ms/step |\n|---|---|---|")
