@@ -300,8 +300,9 @@ def _messages(caught, section: str | None) -> list[str]:
 
 def concatenate_sections(results: dict[str, AnnData], key: str = "section") -> AnnData:
     """One AnnData of several sections' results, with ``obs[key]`` naming each spot's section
-    and spot names prefixed by it when they collide. ``obsm`` entries present in every section
-    are kept; ``uns`` of each section goes to ``uns['sections'][name]``."""
+    (spot names prefixed by it when they collide). ``obsm`` entries present in every section
+    are kept, the histology images of all sections go to ``uns['spatial']`` (one entry per
+    library, as scanpy and squidpy expect); other ``uns`` content is left to the caller."""
     import anndata as ad
 
     names = list(results)
@@ -310,7 +311,14 @@ def concatenate_sections(results: dict[str, AnnData], key: str = "section") -> A
     merged = ad.concat([results[n] for n in names], label=key, keys=names, join="inner",
                        index_unique="-" if clash else None, merge="same", uns_merge=None)
     merged.obs[key] = merged.obs[key].astype(str).astype("category")
-    merged.uns["sections"] = {n: dict(results[n].uns) for n in names}
+    libraries = {}
+    for name in names:
+        spatial = results[name].uns.get("spatial")
+        if isinstance(spatial, dict):
+            for library, value in spatial.items():
+                libraries[library if library not in libraries else f"{name}_{library}"] = value
+    if libraries:
+        merged.uns["spatial"] = libraries
     if "spatial" in merged.obsm:
         merged.obsm["spatial"] = np.asarray(merged.obsm["spatial"], dtype=np.float64)
     return merged
