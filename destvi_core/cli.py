@@ -402,7 +402,7 @@ def cmd_export_any(args) -> int:
                          f"trained on); got {len(args.st or [])}", "pass --st ST.h5ad once")
     code = cmd_export(argparse.Namespace(**{**vars(args), "st": args.st[0]}))
     if code == 0 and add_ensemble_sd(Path(args.out), args.model):
-        print(f"Added obsm['proportions_sd']: the spread of the proportions across the seeds")
+        print("Added obsm['proportions_sd']: the spread of the proportions across the seeds")
     return code
 
 

@@ -81,7 +81,7 @@ def _env_int(name: str) -> int | None:
         number = int(value)
     except ValueError:
         raise InputError(f"${name} must be a whole number (got {value!r})",
-                         f"unset it or set it to e.g. 1") from None
+                         "unset it or set it to e.g. 1") from None
     if number < 1:
         raise InputError(f"${name} must be at least 1 (got {number})", "unset it or set it to 1")
     return number

@@ -45,3 +45,5 @@ t1.dataframe(table, hide_index=True, width="stretch")
 with t2:
     ui.show_chart(bars, key="mean_bars")
 ui.downloads(bars, table, "mean_proportions", "means")
+
+ui.section_views(models, spots, types, img)
