@@ -165,7 +165,7 @@ def cmd_train_jobs(args, pre: dict, params) -> int:
     manager = JobManager(args.scheduler, cache=cache, plan=plan)
     seeds = max(1, int(args.seeds or 1))
     print(f"Training {len(sections)} section{'s' * (len(sections) > 1)} x {seeds} seed"
-          f"{'s' * (seeds > 1)} from one reference on {manager.describe_cluster().replace(' (starts with the first training)', '')}: "
+          f"{'s' * (seeds > 1)} from one reference on the {manager.describe_cluster()}: "
           f"{params.sc_epochs} reference epochs, {params.st_epochs} spatial epochs "
           f"(preset {args.preset}, seed {params.seed})", flush=True)
     progress = None

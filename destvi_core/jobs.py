@@ -101,15 +101,14 @@ class JobManager:
             return self._client
 
     def describe_cluster(self) -> str:
-        """Where jobs run, in words (does not start anything)."""
+        """Where jobs run, in words (starts nothing)."""
         if self.address:
             return f"Dask scheduler {self.address}"
-        if self._cluster is not None:
-            plan = self.plan
-            from .cluster import plan_local_workers
+        from .cluster import plan_local_workers
 
-            return "local cluster: " + (plan or plan_local_workers()).describe()
-        return "local cluster (starts with the first training)"
+        plan = self.plan or plan_local_workers()
+        when = "" if self._cluster is not None else "; starts with the first training"
+        return f"local cluster ({plan.describe()}{when})"
 
     def dashboard_link(self) -> str | None:
         try:

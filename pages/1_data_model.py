@@ -217,7 +217,7 @@ if models is None:
     st.stop()
 
 ensemble = f" · ensemble of {len(models.ensemble_seeds)} seeds" if models.ensemble_seeds else ""
-st.success(f"Model ready ({models.origin}{ensemble}).", icon=":material/check_circle:")
+st.success(f"Model ready ({models.origin}){ensemble}.", icon=":material/check_circle:")
 hist = []
 with ui.user_errors("reading the training history"):
     labels = {"condscvi": "reference (CondSCVI)", "destvi": "spatial (DestVI)"}

@@ -61,10 +61,14 @@ def _rerun_when_one_ends(jobs: list, key: str) -> None:
 
 
 def _draw_progress(jobs: list, key: str, loss: bool) -> None:
-    shown = [j for j in jobs if j.active] or jobs[:1]
-    for job in shown:
-        st.progress(job.fraction(), text=f"{STATE_ICONS[job.state]} {job.describe()}")
     for job in jobs:
+        if job.active:
+            st.progress(job.fraction(), text=f"{STATE_ICONS[job.state]} {job.describe()}")
+    done = [j._ended or 0 for j in jobs if j.state == "done"]
+    latest = max(done) if done else 0  # failures older than the last good model are history
+    for job in jobs:
+        if (job._ended or 0) < latest:
+            continue
         if job.state == "failed":
             st.error(f"{job.label} failed: {job.message}", icon=":material/error:")
         elif job.state == "cancelled" and job.message:

@@ -115,8 +115,9 @@ def submit(project: LoadedProject, params: Any, names: list[str] | None = None,
     jobs = job_manager().submit_sections(first.sc, sections, first.labels_key, params,
                                          n_seeds=n_seeds, data_keys=data_keys, priority=priority)
     if label:
-        for job in jobs:
-            job.label = f"{label} · {job.label}" if not job.label.startswith(label) else job.label
+        for job in jobs + [j.reference for j in jobs if j.reference is not None]:
+            if not job.label.startswith(label):
+                job.label = f"{label} · {job.label}"
     for name in names:
         want(project.sections[name], [params], n_seeds)
     return jobs
@@ -174,6 +175,7 @@ def sync_models() -> str | None:
     Returns a message when a model appeared or was replaced by a better one (for a toast).
     Cheap when nothing is pending (a dictionary lookup per section).
     """
+    balance_app_threads()
     project = state.project()
     wants = state.flag("wants", {}) or {}
     if project is None or not wants:
@@ -185,6 +187,26 @@ def sync_models() -> str | None:
             continue
         note = _sync_section(data, entry) or note
     return note
+
+
+_APP_THREADS: list[int] = []
+
+
+def balance_app_threads() -> None:
+    """While local workers train on every core, the app's own torch work (gamma, DE) uses one
+    thread, so a DE run next to a training does not oversubscribe the cores either."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None:  # nothing to balance before the app itself imports torch
+        return
+    if not _APP_THREADS:
+        _APP_THREADS.append(torch.get_num_threads())
+    local = [m for m in _slot()["managers"].values() if m.started and not m.address]
+    busy = any(j.active for m in local for j in m.jobs())
+    wanted = 1 if busy else _APP_THREADS[0]
+    if torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
 
 
 def _sync_section(data: LoadedData, entry: dict) -> str | None:
@@ -246,11 +268,6 @@ def attach_ensemble(models, data: LoadedData, params):
         return models
     seeds = [int(params.seed)] + seeds
     store, lock = loaders._registry()
-    ens_key = None
     with lock:
-        for value in store.values():
-            if value.data_key == data.key and value.ensemble_seeds == tuple(seeds) \
-                    and value.params == models.params:
-                ens_key = value
-                break
-    return ens_key or loaders.register(models.with_ensemble(members, seeds))
+        known = store.get(models.ensemble_key(models.key, seeds))
+    return known or loaders.register(models.with_ensemble(members, seeds))

@@ -170,16 +170,13 @@ class LoadedModels:
     def with_ensemble(self, members: list, seeds: list[int]) -> "LoadedModels":
         """The same models plus the proportions of other seeds of the spatial model (a seed
         ensemble): a new object (its own key), sharing the loaded models with this one."""
-        import hashlib
-
         import numpy as np
 
         types = self.cell_types
         own = self.proportions()
         stack = np.stack([own[types].to_numpy(np.float64)]
                          + [m.loc[own.index, types].to_numpy(np.float64) for m in members])
-        key = hashlib.sha256(f"{self.key}|ensemble|{sorted(seeds)}".encode()).hexdigest()
-        out = LoadedModels(key, None, None, self.data_key, self.params, self.origin,
+        out = LoadedModels(self.ensemble_key(self.key, seeds), None, None, self.data_key, self.params, self.origin,
                            loader=self.load, saved_proportions=own, spatial=self._spatial
                            if self._spatial is not None else self.st_model.adata,
                            saved_histories=self._saved_histories)
@@ -188,6 +185,13 @@ class LoadedModels:
         out.ensemble_seeds = tuple(sorted(seeds))
         out._ensemble = stack
         return out
+
+    @staticmethod
+    def ensemble_key(key: str, seeds: list[int]) -> str:
+        """Key of the models ``key`` with the ensemble of ``seeds``."""
+        import hashlib
+
+        return hashlib.sha256(f"{key}|ensemble|{sorted(seeds)}".encode()).hexdigest()
 
     def proportion_sd(self) -> Any:
         """Per spot and type, the standard deviation of the proportions across the seeds of

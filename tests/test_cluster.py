@@ -78,10 +78,31 @@ def test_job_manager_and_listing_import_neither_dask_nor_torch():
         from destvi_core.jobs import JobManager
         from destvi_core.cache import ModelCache
         m = JobManager(cache=ModelCache("/nonexistent"))
-        m.jobs(); m.summary(); m.describe_cluster(); m.find("0" * 64)
+        m.jobs(); m.summary(); m.find("0" * 64)
         print("distributed" in sys.modules, "torch" in sys.modules)
     """)
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False False"
+
+
+def test_readme_slurm_recipe_renders_a_gpu_job_with_one_training_per_worker():
+    """The README's dask-jobqueue recipe (same arguments): one GPU per SLURM job, one worker
+    process with 4 threads declaring train=1. Rendering the job script submits nothing."""
+    jobqueue = pytest.importorskip("dask_jobqueue")
+    readme = (ROOT / "README.md").read_text()
+    for text in ('job_extra_directives=["--gres=gpu:1"]',
+                 'worker_extra_args=["--resources", "train=1"]', "cores=4, processes=1"):
+        assert text in readme
+    cluster = jobqueue.SLURMCluster(
+        queue="gpu", cores=4, processes=1, memory="32GB", walltime="04:00:00",
+        job_extra_directives=["--gres=gpu:1"], worker_extra_args=["--resources", "train=1"],
+        job_script_prologue=["export PYTHONPATH=~/destvi-studio"],
+        scheduler_options={"host": "127.0.0.1", "port": 0, "dashboard_address": None})
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    assert "#SBATCH --gres=gpu:1" in script and "--resources train=1" in script
+    assert "--nthreads 4" in script and "--nworkers" not in script  # one worker process
