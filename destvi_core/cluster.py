@@ -160,7 +160,8 @@ def start_local_cluster(plan: WorkerPlan | None = None):
                                                "allowed_failures": 0}}
     workers = {f"destvi-{i}": {"cls": Nanny, "options": {
         "nthreads": 1, "memory_limit": memory, "resources": {TRAIN_RESOURCE: 1},
-        "env": _worker_env(plan, gpu), "host": "127.0.0.1", "silence_logs": logging.ERROR}}
+        "env": _worker_env(plan, gpu), "host": "127.0.0.1", "silence_logs": logging.ERROR,
+        "preload": ["destvi_core.worker_preload"]}}
         for i, gpu in enumerate(plan.gpus)}
     logging.getLogger("distributed").setLevel(logging.ERROR)
     return SpecCluster(workers=workers, scheduler=scheduler, name="destvi-studio",

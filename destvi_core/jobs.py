@@ -100,6 +100,19 @@ class JobManager:
                 self._client = client
             return self._client
 
+    def start_in_background(self) -> None:
+        """Start (or connect to) the cluster in a daemon thread, e.g. while data are being
+        prepared for a training that is sure to come; errors resurface on first use."""
+        if self._client is None:
+            threading.Thread(target=self._quiet_start, name="destvi-cluster-start",
+                             daemon=True).start()
+
+    def _quiet_start(self) -> None:
+        try:
+            self.client  # noqa: B018
+        except Exception:  # noqa: BLE001 - the submission reports it
+            pass
+
     def describe_cluster(self) -> str:
         """Where jobs run, in words (starts nothing)."""
         if self.address:

@@ -60,6 +60,7 @@ if source == "Built-in demo":
              "maps appear within a minute; a longer-trained one replaces it when ready.")
     if st.button("▶ Use the demo", type="primary", key="use_demo"):
         with ui.user_errors("building the demo"):
+            jobs_ui.warm_up_for_demo()
             demo = project.demo_project(0)
             state.set_project(demo)
             jobs_ui.start_demo(demo)

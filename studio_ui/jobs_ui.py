@@ -123,6 +123,16 @@ def submit(project: LoadedProject, params: Any, names: list[str] | None = None,
     return jobs
 
 
+def warm_up_for_demo() -> None:
+    """On a fresh cache the demo will train: start the cluster (its workers import torch)
+    while the demo data are being built."""
+    from destvi_core.cache import prepared_demo_digest
+
+    cache = loaders.model_cache()
+    if cache is not None and prepared_demo_digest(0, cache.root) is None:
+        job_manager().start_in_background()
+
+
 def start_demo(project: LoadedProject) -> None:
     """*Use the demo*: show a cached model at once, else train a small first-look model (high
     priority) and the quick preset next to it; the quick model replaces the first look."""
