@@ -1,4 +1,4 @@
-"""Command-line interface: ``python -m destvi_core {demo,train,export,cache}``.
+"""Command-line interface: ``python -m destvi_core {demo,train,export,jobs,cache}``.
 
 Every user-facing failure (:class:`~destvi_core.errors.DestVIError`, missing files) is printed as
 one line ``error: <message>`` on stderr with exit code 2 (argparse errors also exit 2); Ctrl-C
@@ -109,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the reference (default: the path recorded at training)")
     export.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                         help="device (default auto)")
+
+    jobs = sub.add_parser("jobs", help="list (or cancel) the training jobs of a shared Dask "
+                                       "scheduler")
+    jobs.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                      help="scheduler address (default $DESTVI_STUDIO_SCHEDULER)")
+    jobs.add_argument("--cancel", default=None, metavar="JOB_ID", help="cancel this job")
 
     cache = sub.add_parser("cache", help="list or clear the model cache")
     cache_sub = cache.add_subparsers(dest="cache_command", metavar="ACTION")
@@ -406,7 +412,14 @@ def cmd_export_any(args) -> int:
     return code
 
 
-COMMANDS = {"demo": cmd_demo, "train": cmd_train, "export": cmd_export_any, "cache": cmd_cache}
+def cmd_jobs(args) -> int:
+    from .cli_jobs import cmd_jobs as run
+
+    return run(args)
+
+
+COMMANDS = {"demo": cmd_demo, "train": cmd_train, "export": cmd_export_any, "jobs": cmd_jobs,
+            "cache": cmd_cache}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -340,3 +340,41 @@ def cmd_export_sections(args, export_one) -> int:
     print(f"Wrote {out}: {merged.n_obs} spots from {len(results)} sections "
           f"(obs['section']), obsm['proportions']")
     return 0
+
+
+# ============================================================================================
+# jobs
+# ============================================================================================
+
+def cmd_jobs(args) -> int:
+    """``jobs``: list the training jobs of a shared Dask scheduler (any process's), or cancel
+    one."""
+    from .cluster import scheduler_address
+    from .errors import InputError
+    from .jobs import JobManager
+
+    address = scheduler_address(args.scheduler)
+    if not address:
+        raise InputError("no scheduler to ask: jobs of a local cluster live inside the app or "
+                         "the train command that started them",
+                         "pass --scheduler tcp://host:8786 (or set $DESTVI_STUDIO_SCHEDULER)")
+    manager = JobManager(address)
+    try:
+        jobs = manager.jobs_on_scheduler()
+        if args.cancel:
+            match = [j for j in jobs if j.id == args.cancel]
+            if not match:
+                raise InputError(f"no job {args.cancel!r} on {address}",
+                                 "copy an id from 'python -m destvi_core jobs'")
+            job = match[0]
+            print(f"Cancelling {job.label}" if job.cancel() else f"{job.label} already ended")
+            return 0
+        if not jobs:
+            print(f"No training job on {address}")
+            return 0
+        print(f"{len(jobs)} jobs on {address}:")
+        for job in jobs:
+            print(f"  {job.id}  {job.state:9s}  {job.describe()}")
+        return 0
+    finally:
+        manager.close()

@@ -94,8 +94,13 @@ class JobManager:
                 else:
                     from distributed import Client
 
-                    self._cluster = start_local_cluster(self.plan)
-                    client = Client(self._cluster, set_as_default=False)
+                    cluster = start_local_cluster(self.plan)
+                    try:
+                        client = Client(cluster, set_as_default=False)
+                    except BaseException:
+                        cluster.close()
+                        raise
+                    self._cluster = cluster
                 client.subscribe_topic(PROGRESS_TOPIC, self._on_progress)
                 self._client = client
             return self._client
@@ -124,9 +129,15 @@ class JobManager:
         return f"local cluster ({plan.describe()}{when})"
 
     def dashboard_link(self) -> str | None:
+        """The Dask dashboard (None before the cluster starts, or without bokeh locally)."""
+        import importlib.util
+
+        if self._client is None or (self._cluster is not None
+                                    and importlib.util.find_spec("bokeh") is None):
+            return None
         try:
-            return self._client.dashboard_link if self._client is not None else None
-        except Exception:  # noqa: BLE001 - no dashboard (bokeh missing)
+            return self._client.dashboard_link
+        except Exception:  # noqa: BLE001 - no dashboard
             return None
 
     def close(self) -> None:
@@ -136,6 +147,13 @@ class JobManager:
             self._client = self._cluster = None
         for job in self.jobs():
             if job.active:
+                if client is not None and self.address:  # nobody would store its model
+                    try:
+                        from distributed import Event
+
+                        Event(cancel_event_name(job.id), client=client).set()
+                    except Exception:  # noqa: BLE001 - best effort on the way out
+                        pass
                 job._finish("cancelled", "the app's job manager was shut down")
         if client is not None:
             try:
@@ -278,6 +296,9 @@ class JobManager:
         if running is not None:
             return running
         sc_data = sc_data or _Scattered(self, sc)
+        if reference is not None and reference.state == "done" and not (
+                reference.path is not None and reference.path.is_dir()):
+            reference = None  # its cache entry was removed since: train it again
         if reference is None or reference.state in ("failed", "cancelled"):
             reference = self.submit_reference(sc, labels_key, params, data_key=data_key,
                                               priority=priority, digest=ref_digest,

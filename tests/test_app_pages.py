@@ -351,7 +351,25 @@ def section_files(tmp_path_factory):
         part = sim.st[idx].copy()
         part.obs["condition"] = "control" if i < 2 else "treated"
         part.write_h5ad(root / "spatial" / f"S{i}.h5ad")
+    whole = sim.st.copy()
+    whole.obs["sample"] = np.repeat(["a/1", "b 2", "c"], 50)
+    whole.write_h5ad(root / "whole.h5ad")
     return root
+
+
+def test_one_file_split_into_sections_by_an_obs_column(section_files):
+    at = new_app(autoload=False)
+    at.run()
+    at.radio(key="data_source").set_value("Files on this server").run()
+    at.text_input(key="path_ref").set_value(str(section_files / "sc.h5ad"))
+    at.text_area(key="path_st").set_value(str(section_files / "whole.h5ad")).run()
+    no_errors(at)
+    at.selectbox(key="split_path").set_value("split by obs['sample']").run()
+    at.button(key="load_path").click().run()
+    no_errors(at)
+    assert any("3 sections" in h.value for h in at.subheader)
+    assert at.sidebar.selectbox(key="section_pick").options == ["a_1", "b_2", "c"]
+    assert {m.label: m.value for m in at.metric}["Spots"] == "50"
 
 
 def test_sections_train_from_one_reference_and_compare_conditions(trained, section_files):

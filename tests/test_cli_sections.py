@@ -131,3 +131,17 @@ def test_bad_section_is_named_before_anything_trains(section_files, scheduler_ad
                  "--st", str(section_files["st"][0]), "--out", str(tmp_path / "m"),
                  "--scheduler", scheduler_address, *TRAIN]) == 2
     assert "same section name 'S0'" in capsys.readouterr().err
+
+
+def test_jobs_command_lists_the_jobs_of_the_scheduler(trained_sections, scheduler_address,
+                                                      capsys, monkeypatch):
+    assert main(["jobs", "--scheduler", scheduler_address]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if "section S1" in line]
+    assert lines and all(" done " in line for line in lines)  # main seed and seed 1
+    assert any("reference: done" in line for line in out.splitlines())
+    assert main(["jobs", "--scheduler", scheduler_address, "--cancel", "spa-0-nothing"]) == 2
+    assert "no job 'spa-0-nothing'" in capsys.readouterr().err
+    monkeypatch.delenv("DESTVI_STUDIO_SCHEDULER", raising=False)
+    assert main(["jobs"]) == 2
+    assert "--scheduler" in capsys.readouterr().err
