@@ -23,9 +23,8 @@ import sys
 import warnings
 from pathlib import Path
 
-EXIT_ERROR = 2
-EXIT_CANCELLED = 130
-CANCELLED_MESSAGE = "Training cancelled; nothing was written"
+from .cli_common import (CANCELLED_MESSAGE, EXIT_CANCELLED, EXIT_ERROR,  # noqa: F401
+                         _collected_warnings)
 
 PHASES = {"condscvi": "Reference model (CondSCVI)", "destvi": "Spatial model (DestVI)"}
 
@@ -133,21 +132,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _one_line(message: object) -> str:
     return " ".join(str(message).split())
-
-
-def _collected_warnings(caught, already: list[str] = ()) -> list[str]:
-    """Messages of the DestVIWarnings in ``caught`` not already reported (order kept)."""
-    from .errors import DestVIWarning
-
-    seen = set(already)
-    out = []
-    for item in caught:
-        if issubclass(item.category, DestVIWarning):
-            msg = str(item.message)
-            if msg not in seen:
-                seen.add(msg)
-                out.append(msg)
-    return out
 
 
 def _read_inputs(sc_path: str | Path, st_path: str | Path):

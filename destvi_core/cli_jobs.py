@@ -135,7 +135,7 @@ class _JobsProgress:
 def cmd_train_jobs(args, pre: dict, params) -> int:
     """``train`` through the job layer (see the module docstring)."""
     from .cache import ModelCache
-    from .cli import CANCELLED_MESSAGE, EXIT_CANCELLED, EXIT_ERROR, _collected_warnings
+    from .cli_common import CANCELLED_MESSAGE, EXIT_CANCELLED, EXIT_ERROR, _collected_warnings
     from .cluster import plan_local_workers
     from .data import read_h5ad_safe
     from .errors import InputError

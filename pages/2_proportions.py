@@ -46,4 +46,5 @@ with t2:
     ui.show_chart(bars, key="mean_bars")
 ui.downloads(bars, table, "mean_proportions", "means")
 
-ui.section_views(models, spots, types, img)
+from studio_ui import sections_view  # noqa: E402  seed-ensemble spread, sections side by side
+sections_view.render(models, spots, types, img)

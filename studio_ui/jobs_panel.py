@@ -1,13 +1,13 @@
 """Drawing jobs: live progress (a fragment polling once a second while something runs), the
 table of every job of the server, and cancel buttons. Reading only: the jobs themselves live
-in :mod:`studio_ui.jobs_ui`'s job manager."""
+in :mod:`studio_ui.jobs_ui`'s job manager. (Imports no :mod:`studio_ui.ui`, which uses it.)"""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from . import charts, jobs_ui, state, ui
+from . import charts, jobs_ui, state
 
 POLL_S = 1.0
 STATE_ICONS = {"queued": "⏳", "running": "▶", "done": "✔", "failed": "✖", "cancelled": "■"}
@@ -80,7 +80,10 @@ def _draw_progress(jobs: list, key: str, loss: bool) -> None:
             frame = pd.DataFrame({"epoch": history["epoch"],
                                   "loss": [float(d.get("loss", float("nan"))) for d in history["loss"]],
                                   "model": history["model"].map(jobs_ui_model_name)})
-            ui.show_chart(charts.loss_chart(frame, width=ui.width(600)), key=f"live_loss_{key}")
+            width = int(600 * (1.35 if state.presentation() else 1))
+            st.altair_chart(charts.finish(charts.loss_chart(frame, width=width),
+                                          state.presentation()), width="content",
+                            key=f"live_loss_{key}")
 
 
 @st.fragment(run_every=POLL_S)

@@ -208,14 +208,6 @@ def model_page(need_model: bool = False) -> ModelPage:
                      loaders.spot_table(models.key, models), loaders.histology(data.key, data))
 
 
-def section_views(models: state.LoadedModels, spots: pd.DataFrame, types: list[str],
-                  image: dict | None) -> None:
-    """The seed-ensemble spread and the cross-section view (end of the proportion page)."""
-    from . import sections_view
-
-    sections_view.render(models, spots, types, image)
-
-
 def apply_url_thresholds(models: state.LoadedModels) -> None:
     thr = state.url_thresholds()
     if thr:
