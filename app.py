@@ -7,7 +7,7 @@ also auto-discover that folder as a legacy multipage app) and only draw; the eng
 
 import streamlit as st
 
-from studio_ui import state, ui
+from studio_ui import jobs_ui, state, ui
 
 st.set_page_config(page_title="DestVI Studio", page_icon="🧬", layout="wide",
                    initial_sidebar_state="expanded")
@@ -19,9 +19,13 @@ page = st.navigation([
     st.Page("pages/3_thresholds.py", url_path="thresholds", title="Thresholds", icon=":material/tune:"),
     st.Page("pages/4_gamma.py", url_path="gamma", title="Gamma explorer", icon=":material/palette:"),
     st.Page("pages/5_de.py", url_path="de", title="DE volcano", icon=":material/scatter_plot:"),
+    st.Page("pages/6_jobs.py", url_path="jobs", title="Jobs", icon=":material/work_history:"),
 ])
 ui.preload_chart_library()
 ui.autoload()
+news = jobs_ui.sync_models()  # models finished by background jobs since the last run
+if news:
+    st.toast(news, icon=":material/check_circle:")
 ui.presentation_css()
 ui.sidebar()
 state.set_flag("in_shell", True)

@@ -24,13 +24,15 @@ from anndata import AnnData
 
 from .data import hash_matrix
 from .errors import DestVIWarning
-from .model_files import read_metadata, read_proportions
+from .model_files import read_metadata, read_proportions, write_files
 
 CACHE_ENV = "DESTVI_STUDIO_CACHE"
 """Environment variable overriding the default cache root (``~/.cache/destvi-studio``)."""
 
 _TMP_PREFIX = ".tmp-"
 _DEMO_DIR = "demo"  # the prepared built-in demo lives next to the entries (not an entry)
+_REFERENCES_DIR = "references"  # reference models alone, shared by every section (not entries)
+_NOT_ENTRIES = (_DEMO_DIR, _REFERENCES_DIR)
 
 
 def default_root() -> Path:
@@ -59,15 +61,16 @@ def _hash_strings(digest, values) -> None:
     digest.update(b"\1")
 
 
-def data_digest(sc: AnnData, st: AnnData, labels_key: str) -> str:
+def data_digest(sc: AnnData, st: AnnData, labels_key: str, sc_hash: str | None = None) -> str:
     """SHA-256 of everything a trained pair depends on in the data.
 
     Covers the count matrices in X (:func:`~destvi_core.data.hash_matrix`: values + shape),
     the labels, gene names, cell and spot names. Compute it once per dataset and pass it to
-    :func:`cache_key` for every parameter set.
+    :func:`cache_key` for every parameter set. ``sc_hash``: ``hash_matrix(sc.X)`` when already
+    known (several sections with one reference).
     """
     digest = hashlib.sha256()
-    digest.update(hash_matrix(sc.X).encode())
+    digest.update((sc_hash or hash_matrix(sc.X)).encode())
     digest.update(hash_matrix(st.X).encode())
     digest.update(labels_key.encode() + b"\0")
     _hash_strings(digest, sc.obs[labels_key].astype(str))
@@ -109,6 +112,29 @@ key_for = cache_key
 """Alias of :func:`cache_key` (name used in the module contract)."""
 
 
+def reference_digest(sc: AnnData, labels_key: str) -> str:
+    """SHA-256 of everything a reference model depends on in the data: counts, labels, gene
+    and cell names (not the spatial data: one reference serves every section)."""
+    digest = hashlib.sha256()
+    digest.update(b"reference\0")
+    digest.update(hash_matrix(sc.X).encode())
+    digest.update(labels_key.encode() + b"\0")
+    _hash_strings(digest, sc.obs[labels_key].astype(str))
+    _hash_strings(digest, sc.var_names)
+    _hash_strings(digest, sc.obs_names)
+    return digest.hexdigest()
+
+
+def reference_key(sc: AnnData, labels_key: str, params: dict, digest: str | None = None) -> str:
+    """SHA-256 key of a reference model: its data (:func:`reference_digest`) and the
+    parameters that shape it (:func:`destvi_core.pipeline.reference_cache_dict`)."""
+    key = hashlib.sha256()
+    key.update(b"destvi-studio-reference-v1\0")
+    key.update((digest or reference_digest(sc, labels_key)).encode())
+    key.update(_canonical_json(params).encode())
+    return key.hexdigest()
+
+
 def _dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -137,6 +163,38 @@ class ModelCache:
 
     def __contains__(self, key: str) -> bool:
         return self.path(key).is_dir()
+
+    def reference_path(self, key: str) -> Path:
+        """Directory of the reference model ``key`` (may not exist)."""
+        return self.root / _REFERENCES_DIR / self.path(key).name
+
+    def has_reference(self, key: str) -> bool:
+        return self.reference_path(key).is_dir()
+
+    def put_files(self, key: str, files: dict[str, bytes], reference: bool = False) -> Path:
+        """Store a model folder received as ``{file name: bytes}`` atomically under ``key``
+        (a pair entry, or a reference model with ``reference=True``).
+
+        The files are written to a temporary directory inside the root and renamed into
+        place, as :meth:`put` does: a reader never sees a half-written entry, and if the entry
+        already exists (another writer got there first) the copy is discarded.
+        """
+        dest = self.reference_path(key) if reference else self.path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=dest.parent))
+        try:
+            write_files(tmp, files)
+            if dest.exists():
+                return dest
+            try:
+                os.replace(tmp, dest)
+            except OSError:
+                if not dest.exists():
+                    raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return dest
 
     def proportions(self, key: str, spot_names, meta: dict | None = None) -> pd.DataFrame | None:
         """Proportions saved with the entry, without loading the models (or torch).
@@ -228,7 +286,7 @@ class ModelCache:
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir()
-                      if p.is_dir() and not p.name.startswith(".") and p.name != _DEMO_DIR)
+                      if p.is_dir() and not p.name.startswith(".") and p.name not in _NOT_ENTRIES)
 
     def list(self) -> pd.DataFrame:
         """One row per entry: key, created, size (MB), data sizes, cell types, epochs.
@@ -260,8 +318,8 @@ class ModelCache:
         return row
 
     def clear(self, key: str | None = None) -> int:
-        """Remove one entry (``key``) or everything: entries, leftover temporary directories and
-        the prepared demo (rebuilt on demand).
+        """Remove one entry (``key``) or everything: entries, reference models, leftover
+        temporary directories and the prepared demo (rebuilt on demand).
 
         Returns
         -------
@@ -279,7 +337,7 @@ class ModelCache:
         removed = 0
         for child in self.root.iterdir():
             if child.is_dir():
-                removed += not child.name.startswith(".") and child.name != _DEMO_DIR
+                removed += not child.name.startswith(".") and child.name not in _NOT_ENTRIES
                 shutil.rmtree(child, ignore_errors=True)
         return removed
 

@@ -1,4 +1,4 @@
-"""Command-line interface: ``python -m destvi_core {demo,train,export,cache}``.
+"""Command-line interface: ``python -m destvi_core {demo,train,export,jobs,cache}``.
 
 Every user-facing failure (:class:`~destvi_core.errors.DestVIError`, missing files) is printed as
 one line ``error: <message>`` on stderr with exit code 2 (argparse errors also exit 2); Ctrl-C
@@ -23,9 +23,8 @@ import sys
 import warnings
 from pathlib import Path
 
-EXIT_ERROR = 2
-EXIT_CANCELLED = 130
-CANCELLED_MESSAGE = "Training cancelled; nothing was written"
+from .cli_common import (CANCELLED_MESSAGE, EXIT_CANCELLED, EXIT_ERROR,  # noqa: F401
+                         _collected_warnings)
 
 PHASES = {"condscvi": "Reference model (CondSCVI)", "destvi": "Spatial model (DestVI)"}
 
@@ -49,8 +48,23 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train CondSCVI + DestVI and save the model pair")
     train.add_argument("--sc", required=True, metavar="SC.h5ad",
                        help="single-cell reference (raw counts)")
-    train.add_argument("--st", required=True, metavar="ST.h5ad",
-                       help="spatial data (.h5ad or Space Ranger folder, raw counts)")
+    train.add_argument("--st", action="append", metavar="ST.h5ad",
+                       help="spatial data (.h5ad or Space Ranger folder, raw counts); repeat it "
+                            "for several sections (one model each at MODEL_DIR/<file stem>/)")
+    train.add_argument("--st-dir", default=None, metavar="DIR",
+                       help="a folder with one spatial .h5ad (or Space Ranger folder) per section")
+    train.add_argument("--section-key", default=None, metavar="COL",
+                       help="split ONE spatial file into sections by this obs column")
+    train.add_argument("--condition-key", default="condition", metavar="COL",
+                       help="obs column with each section's condition (default condition)")
+    train.add_argument("--seeds", type=int, default=1, metavar="N",
+                       help="seed ensemble: N spatial models per section (seeds seed..seed+N-1, "
+                            "one reference); the spread across seeds goes into export")
+    train.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="run the trainings on this Dask scheduler (tcp://host:8786; default "
+                            "$DESTVI_STUDIO_SCHEDULER, else a local cluster when jobs are used)")
+    train.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="workers of the local cluster (default: from the cores and GPUs)")
     train.add_argument("--label-key", required=True, help="obs column of the reference with "
                                                           "the cell types")
     train.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder to write")
@@ -98,8 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
                                            "into an .h5ad")
     export.add_argument("--model", required=True, metavar="MODEL_DIR",
                         help="model folder written by 'train'")
-    export.add_argument("--st", required=True, metavar="ST.h5ad",
-                        help="the spatial data the model was trained on")
+    export.add_argument("--st", action="append", metavar="ST.h5ad",
+                        help="the spatial data the model was trained on (for a multi-section "
+                             "MODEL_DIR: optional, overrides the recorded file of that section)")
     export.add_argument("--out", required=True, metavar="RESULT.h5ad", help="output .h5ad")
     export.add_argument("--sc", default=None, metavar="SC.h5ad",
                         help="the reference (default: the path recorded at training)")
@@ -108,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--with-counts", action="store_true",
                         help="also copy the count matrix into the result (default: obs, var, "
                              "obsm and uns only; the file stays proportional to spots x types)")
+
+    jobs = sub.add_parser("jobs", help="list (or cancel) the training jobs of a shared Dask "
+                                       "scheduler")
+    jobs.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                      help="scheduler address (default $DESTVI_STUDIO_SCHEDULER)")
+    jobs.add_argument("--cancel", default=None, metavar="JOB_ID", help="cancel this job")
 
     cache = sub.add_parser("cache", help="list or clear the model cache")
     cache_sub = cache.add_subparsers(dest="cache_command", metavar="ACTION")
@@ -128,21 +149,6 @@ def _one_line(message: object) -> str:
     return " ".join(str(message).split())
 
 
-def _collected_warnings(caught, already: list[str] = ()) -> list[str]:
-    """Messages of the DestVIWarnings in ``caught`` not already reported (order kept)."""
-    from .errors import DestVIWarning
-
-    seen = set(already)
-    out = []
-    for item in caught:
-        if issubclass(item.category, DestVIWarning):
-            msg = str(item.message)
-            if msg not in seen:
-                seen.add(msg)
-                out.append(msg)
-    return out
-
-
 def _read_inputs(sc_path: str | Path, st_path: str | Path, pre: dict | None = None):
     from .readers import read_counts_file, read_spatial
 
@@ -154,6 +160,11 @@ def _read_inputs(sc_path: str | Path, st_path: str | Path, pre: dict | None = No
 def _prepare(sc, st, pre: dict):
     from .data import prepare_inputs
 
+    section = pre.get("section")  # a section split from one file by an obs column
+    if isinstance(section, dict) and section.get("key") in st.obs:
+        st = st[st.obs[section["key"]].astype(str).to_numpy() == section["value"]].copy()
+    if isinstance(pre.get("genes"), list):  # trained with other sections: the model's genes
+        sc, pre = sc[:, [g for g in pre["genes"] if g in sc.var_names]], dict(pre, hvg=False)
     return prepare_inputs(sc, st, labels_key=pre["labels_key"], layer_sc=pre.get("layer_sc"),
                           layer_st=pre.get("layer_st"),
                           spatial_key=pre.get("spatial_key", "spatial"),
@@ -228,6 +239,7 @@ def _training_params(args):
 def cmd_train(args) -> int:
     from . import persistence
     from .cache import ModelCache
+    from .cli_jobs import cmd_train_jobs, uses_jobs
     from .errors import InputError
     from .pipeline import fit_models
     from .schedule import plan_training
@@ -236,12 +248,16 @@ def cmd_train(args) -> int:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file", "give a folder for the model")
     params = _training_params(args)  # validate before reading data
-    sc_path, st_path = Path(args.sc).resolve(), Path(args.st).resolve()
     pre = {"labels_key": args.label_key, "layer_sc": args.layer_sc, "layer_st": args.layer_st,
            "spatial_key": args.spatial_key, "n_top_genes": args.n_top_genes,
            "hvg": not args.no_hvg}
     if args.bin_size is not None:
         pre["bin_size"] = args.bin_size
+    if uses_jobs(args):  # several sections, a seed ensemble or a Dask cluster
+        return cmd_train_jobs(args, pre, params)
+    if not args.st:
+        raise InputError("no spatial data was given", "pass --st ST.h5ad")
+    sc_path, st_path = Path(args.sc).resolve(), Path(args.st[0]).resolve()
     progress = _Progress()
     try:
         sc, st = _read_inputs(sc_path, st_path, pre)
@@ -303,6 +319,8 @@ def _export_inputs(args, meta: dict):
     pre = extra.get("preprocessing")
     if not pre:  # saved by the app or the cache: keep all genes, subset to the model's later
         pre = {"labels_key": meta["labels_key"], "hvg": False, "subset_to_model": True}
+    if pre.get("genes") == "model":
+        pre = dict(pre, genes=[str(g) for g in meta.get("genes", [])])
     return sc_path, dict(pre)
 
 
@@ -396,7 +414,31 @@ def cmd_cache(args) -> int:
     return 0
 
 
-COMMANDS = {"demo": cmd_demo, "train": cmd_train, "export": cmd_export, "cache": cmd_cache}
+def cmd_export_any(args) -> int:
+    """``export`` of one model folder, or of a multi-section folder (one h5ad, obs['section']);
+    a seed ensemble adds ``obsm['proportions_sd']``."""
+    from .cli_jobs import add_ensemble_sd, cmd_export_sections, is_sections_folder
+    from .errors import InputError
+
+    if is_sections_folder(args.model):
+        return cmd_export_sections(args, cmd_export_any)
+    if not args.st or len(args.st) > 1:
+        raise InputError("export of one model needs exactly one --st (the spatial data it was "
+                         f"trained on); got {len(args.st or [])}", "pass --st ST.h5ad once")
+    code = cmd_export(argparse.Namespace(**{**vars(args), "st": args.st[0]}))
+    if code == 0 and add_ensemble_sd(Path(args.out), args.model):
+        print("Added obsm['proportions_sd']: the spread of the proportions across the seeds")
+    return code
+
+
+def cmd_jobs(args) -> int:
+    from .cli_jobs import cmd_jobs as run
+
+    return run(args)
+
+
+COMMANDS = {"demo": cmd_demo, "train": cmd_train, "export": cmd_export_any, "jobs": cmd_jobs,
+            "cache": cmd_cache}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -67,3 +67,21 @@ def read_proportions(directory: str | Path, spot_names, meta: dict | None = None
             or not np.isfinite(values).all() or not np.allclose(values.sum(1), 1.0, atol=1e-3)):
         return None
     return pd.DataFrame(values, index=spot_names, columns=types)
+
+
+def folder_files(directory: str | Path) -> dict[str, bytes]:
+    """Every file of a model folder (flat) as ``{name: bytes}``: how a trained model travels
+    from a worker that may not share the app's file system back to the cache."""
+    directory = Path(directory)
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def write_files(directory: str | Path, files: dict[str, bytes]) -> Path:
+    """Write ``{name: bytes}`` (from :func:`folder_files`) into ``directory`` (created)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, payload in files.items():
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise CorruptedModelError(f"invalid file name {name!r} in a model transfer")
+        (directory / name).write_bytes(payload)
+    return directory

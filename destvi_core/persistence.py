@@ -124,6 +124,90 @@ def save_models(directory: str | Path, sc_model: CondSCVI, st_model: DestVI,
     return directory
 
 
+def reference_fingerprint(sc_adata: AnnData, labels_key: str, sc_layer: str | None = None) -> dict:
+    """Digests of everything a trained reference model depends on in the data."""
+    return {
+        "sc_counts_sha256": hash_matrix(counts_matrix(sc_adata, sc_layer)),
+        "sc_labels_sha256": hash_strings(sc_adata.obs[labels_key].astype(str)),
+        "genes_sha256": hash_strings(sc_adata.var_names),
+        "n_cells": int(sc_adata.n_obs), "n_genes": int(sc_adata.n_vars),
+    }
+
+
+def save_reference(directory: str | Path, sc_model: CondSCVI,
+                   extra_metadata: dict | None = None) -> Path:
+    """Write a trained reference model alone (``condscvi.pt`` + ``metadata.json`` with
+    ``kind: "reference"``): the part shared by every section trained from it."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.cpu() for k, v in sc_model.module.state_dict().items()}, directory / SC_FILE)
+    meta = {
+        "format_version": FORMAT_VERSION, "kind": "reference",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": environment_versions(), "seed": sc_model.seed,
+        "labels_key": sc_model.labels_key, "cell_types": sc_model.cell_types,
+        "genes": sc_model.genes,
+        "condscvi": {"hparams": sc_model.hparams, "train": sc_model.train_params,
+                     "seed": sc_model.seed, "history": sc_model.history},
+        "data": reference_fingerprint(sc_model.adata, sc_model.labels_key, sc_model.layer),
+        "layers": {"sc": sc_model.layer},
+    }
+    if extra_metadata:
+        meta["extra"] = extra_metadata
+    (directory / META_FILE).write_text(json.dumps(_json_safe(meta), indent=1))
+    return directory
+
+
+def load_reference(directory: str | Path, sc_adata: AnnData,
+                   device: str | torch.device = "auto") -> CondSCVI:
+    """Load a reference saved by :func:`save_reference` (or the reference half of a pair)
+    against its data.
+
+    Raises
+    ------
+    ModelMismatchError
+        The reference data are not those the model was trained on.
+    CorruptedModelError
+        The folder is incomplete or unreadable.
+    """
+    directory = Path(directory)
+    meta = read_metadata(directory)
+    genes = [str(g) for g in sc_adata.var_names]
+    if genes != meta["genes"]:
+        raise ModelMismatchError(
+            f"the reference model was trained on {len(meta['genes'])} genes but the reference "
+            f"has {len(genes)} ({len(set(genes) & set(meta['genes']))} shared). Fix: prepare "
+            "the data with the same genes or retrain")
+    if meta["labels_key"] not in sc_adata.obs:
+        raise ModelMismatchError(f"the reference has no {meta['labels_key']!r} column the model "
+                                 "was trained with. Fix: pick the same label column or retrain")
+    fp = reference_fingerprint(sc_adata, meta["labels_key"], meta["layers"]["sc"])
+    for key, what in [("sc_counts_sha256", "reference counts"),
+                      ("sc_labels_sha256", "reference labels")]:
+        if fp[key] != meta["data"][key]:
+            raise ModelMismatchError(f"the {what} differ from those the reference model was "
+                                     "trained on. Fix: load the original data or retrain")
+    sc_meta = meta["condscvi"]
+    hparams = {**sc_meta["hparams"], "init": "reference"}  # weights replace any init
+    sc_model = CondSCVI(sc_adata, labels_key=meta["labels_key"], layer=meta["layers"]["sc"],
+                        seed=sc_meta["seed"], device=resolve_device(device), **hparams)
+    sc_model.hparams = dict(sc_meta["hparams"])
+    if sc_model.cell_types != list(meta["cell_types"]):
+        raise ModelMismatchError(f"the reference model knows cell types {meta['cell_types']} "
+                                 f"but the reference has {sc_model.cell_types}. Fix: use the "
+                                 "same reference and label column, or retrain")
+    try:
+        sc_model.module.load_state_dict(_load_state(directory / SC_FILE))
+    except RuntimeError as err:
+        raise CorruptedModelError(f"the weights in {directory} do not fit the model described by "
+                                  f"its metadata ({str(err).splitlines()[0]}). Fix: retrain") from err
+    sc_model.module.eval()
+    sc_model.history = list(sc_meta["history"])
+    sc_model.train_params = dict(sc_meta["train"])
+    sc_model.is_trained = True
+    return sc_model
+
+
 def check_compatible(meta: dict, sc_adata: AnnData, st_adata: AnnData) -> None:
     """Raise :class:`ModelMismatchError` saying how the data differ from the model's."""
     labels_key = meta["labels_key"]

@@ -58,6 +58,7 @@ class TrainingParams:
     init: str = "data"
     # run
     seed: int = 0
+    st_seed: int | None = field(default=None, metadata={"cache_key": "if_set"})
     device: str = field(default="auto", metadata={"cache_key": False})
 
     def validate(self) -> "TrainingParams":
@@ -83,6 +84,9 @@ class TrainingParams:
             if not (0 < float(getattr(self, name)) < 1):
                 raise InputError(f"{name} must be between 0 and 1 (got {getattr(self, name)})",
                                  "use a learning rate such as 1e-3")
+        if self.st_seed is not None and int(self.st_seed) < 0:
+            raise InputError(f"st_seed must be a non-negative integer (got {self.st_seed})",
+                             "leave it unset to use seed, or give a seed such as 1")
         if str(self.device).strip().lower() not in ("auto", "cpu"):  # needs torch to check
             from .device import resolve_device
 
@@ -93,9 +97,15 @@ class TrainingParams:
         return asdict(self)
 
     def cache_dict(self) -> dict:
-        """The parameters that change the trained weights (device excluded)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)
-                if f.metadata.get("cache_key", True)}
+        """The parameters that change the trained weights (device excluded; ``st_seed`` only
+        when set, so models trained before it existed keep their cache keys)."""
+        out = {}
+        for f in fields(self):
+            rule = f.metadata.get("cache_key", True)
+            value = getattr(self, f.name)
+            if rule is True or (rule == "if_set" and value is not None):
+                out[f.name] = value
+        return out
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainingParams":
@@ -127,13 +137,33 @@ class FitResult:
     cache_key: str | None = None
 
 
-def train_models(sc: AnnData, st: AnnData, labels_key: str = "cell_type",
-                 params: TrainingParams | None = None, callback: ProgressCallback | None = None,
-                 should_stop=None) -> tuple[CondSCVI, DestVI]:
-    """Train CondSCVI on the reference, then DestVI on the spots (no cache)."""
+# Parameters that only shape the spatial model: everything else (including fields added later)
+# counts for the reference model, so a reference is never reused where it should not be.
+_SPATIAL_ONLY = frozenset({"vamp_prior_p", "amortization", "l1_reg", "beta_reg", "eta_reg"})
+
+
+def is_spatial_param(name: str) -> bool:
+    """True for parameters of the spatial model only (``st_*`` and DestVI's regularisers)."""
+    return name.startswith("st_") or name in _SPATIAL_ONLY
+
+
+def reference_cache_dict(params: TrainingParams) -> dict:
+    """The parameters that change the reference model's weights (its cache key)."""
+    return {k: v for k, v in params.cache_dict().items() if not is_spatial_param(k)}
+
+
+def spatial_seed(params: TrainingParams) -> int:
+    """Seed of the spatial model: ``st_seed`` when set (seed ensembles), else ``seed``."""
+    return int(params.seed if params.st_seed is None else params.st_seed)
+
+
+def train_reference(sc: AnnData, labels_key: str = "cell_type",
+                    params: TrainingParams | None = None, callback: ProgressCallback | None = None,
+                    should_stop=None) -> CondSCVI:
+    """Train CondSCVI on the reference (no cache). One reference serves every spatial section
+    whose data share its genes."""
     from .condscvi import CondSCVI
-    from .destvi import DestVI
-    from .schedule import reference_schedule, spatial_model_schedule
+    from .schedule import reference_schedule
 
     params = (params or TrainingParams()).validate()
     sc_model = CondSCVI(sc, labels_key=labels_key, n_latent=params.n_latent,
@@ -142,13 +172,36 @@ def train_models(sc: AnnData, st: AnnData, labels_key: str = "cell_type",
                         seed=params.seed, device=params.device, init=params.init)
     sc_model.train(lr=params.sc_lr, callback=callback, should_stop=should_stop,
                    **reference_schedule(sc.n_obs, params).train_kwargs())
+    return sc_model
+
+
+def train_spatial(st: AnnData, sc_model: CondSCVI, params: TrainingParams | None = None,
+                  callback: ProgressCallback | None = None, should_stop=None) -> DestVI:
+    """Train DestVI on one section from a trained reference model (no cache).
+
+    Given the same reference weights, the result is the same whether the reference was just
+    trained in this process or loaded from a saved folder.
+    """
+    from .destvi import DestVI
+    from .schedule import spatial_model_schedule
+
+    params = (params or TrainingParams()).validate()
     st_model = DestVI.from_rna_model(st, sc_model, vamp_prior_p=params.vamp_prior_p,
                                      amortization=params.amortization, l1_reg=params.l1_reg,
                                      beta_reg=params.beta_reg, eta_reg=params.eta_reg,
-                                     seed=params.seed, init=params.init)
+                                     seed=spatial_seed(params), init=params.init)
     st_model.train(lr=params.st_lr, callback=callback, should_stop=should_stop,
                    **spatial_model_schedule(st.n_obs, params).train_kwargs())
-    return sc_model, st_model
+    return st_model
+
+
+def train_models(sc: AnnData, st: AnnData, labels_key: str = "cell_type",
+                 params: TrainingParams | None = None, callback: ProgressCallback | None = None,
+                 should_stop=None) -> tuple[CondSCVI, DestVI]:
+    """Train CondSCVI on the reference, then DestVI on the spots (no cache)."""
+    params = (params or TrainingParams()).validate()
+    sc_model = train_reference(sc, labels_key, params, callback, should_stop)
+    return sc_model, train_spatial(st, sc_model, params, callback, should_stop)
 
 
 def fit_models(sc: AnnData, st: AnnData, labels_key: str = "cell_type",

@@ -1,12 +1,10 @@
-"""Data & model: load the demo or user files, see what was loaded, train or load a model."""
-
-import time
+"""Data & model: load the demo or user files (one or several sections), train as background
+jobs (instant when cached) or load a saved model."""
 
 import pandas as pd
 import streamlit as st
 
-from destvi_core.errors import TrainingCancelled
-from studio_ui import charts, loaders, state, ui
+from studio_ui import charts, jobs_panel, jobs_ui, loaders, project, state, ui
 from studio_ui.palette import type_colors
 
 ui.page_title("Data & model")
@@ -36,45 +34,103 @@ def pick_keys(sc, stdata, tag: str):
     return labels_key, None if layer_sc == "X" else layer_sc, None if layer_st == "X" else layer_st
 
 
+def pick_sections(sts: list, tag: str) -> str | None:
+    """One spatial file may hold several sections in an obs column."""
+    if len(sts) != 1:
+        st.caption(f"{len(sts)} spatial files: one section each (named by file).")
+        return None
+    candidates = project.split_candidates(sts[0])
+    if not candidates:
+        return None
+    choice = st.selectbox("Sections", ["one section"] + [f"split by obs['{c}']" for c in candidates],
+                          key=f"split_{tag}", help="One file can hold several sections, named "
+                          "in an obs column (e.g. library_id).")
+    return None if choice == "one section" else candidates[[f"split by obs['{c}']" for c in
+                                                             candidates].index(choice)]
+
+
+def load(new_project) -> None:
+    state.set_project(new_project)
+    st.rerun()  # the sidebar (drawn before this page) shows the new data at once
+
+
 if source == "Built-in demo":
     st.write("A simulated lymph node (8 immune and stromal cell types, 4,000 reference cells, "
-             "1,000 spots) with known truth — ready in seconds.")
+             "1,000 spots) with known truth. A first model trains in the background and the "
+             "maps appear within a minute; a longer-trained one replaces it when ready.")
     if st.button("▶ Use the demo", type="primary", key="use_demo"):
         with ui.user_errors("building the demo"):
-            state.set_data(loaders.demo_data(0))
+            jobs_ui.warm_up_for_demo()
+            demo = project.demo_project(0)
+            state.set_project(demo)
+            jobs_ui.start_demo(demo)
+            st.rerun()
 elif source == "Upload files":
     c1, c2 = st.columns(2)
     ref = c1.file_uploader("Reference (single-cell) .h5ad", key="up_ref")
-    spa = c2.file_uploader("Spatial (Visium) .h5ad", key="up_st")
+    spa = c2.file_uploader("Spatial (Visium) .h5ad — one file per section", key="up_st",
+                           accept_multiple_files=True)
     st.caption("A Visium folder (spaceranger output) cannot be uploaded — use *Files on this server*.")
-    if ref is not None and spa is not None:
+    spa = [f for f in (spa if isinstance(spa, list) else [spa]) if f is not None] if spa else []
+    if ref is not None and spa:
         with ui.user_errors("reading the uploads"):
-            ref_b, spa_b = ref.getvalue(), spa.getvalue()
-            k_ref, k_st = loaders.upload_key(ref_b), loaders.upload_key(spa_b)
+            from destvi_core.sections import unique_names
+
+            ref_b = ref.getvalue()
+            k_ref = loaders.upload_key(ref_b)
             sc = loaders.read_upload(k_ref, ref.name, ref_b)
-            stdata = loaders.read_upload(k_st, spa.name, spa_b)
-            keys = pick_keys(sc, stdata, "up")
+            names = unique_names([f.name for f in spa])
+            payloads = [f.getvalue() for f in spa]
+            k_sts = [loaders.upload_key(b) for b in payloads]
+            sts = [loaders.read_upload(k, f.name, b) for k, f, b in zip(k_sts, spa, payloads)]
+            keys = pick_keys(sc, sts[0], "up")
+            split = pick_sections(sts, "up")
             if keys and st.button("Check and load", type="primary", key="load_up"):
-                state.set_data(loaders.prepare(k_ref, k_st, *keys, f"{ref.name} + {spa.name}", sc, stdata))
+                label = f"{ref.name} + " + (spa[0].name if len(spa) == 1 else f"{len(spa)} sections")
+                load(project.prepare_project(k_ref, tuple(k_sts), tuple(names), *keys, split,
+                                             label, sc, tuple(sts)))
 else:
     c1, c2 = st.columns(2)
     ref_path = c1.text_input("Reference .h5ad path", key="path_ref")
-    spa_path = c2.text_input("Spatial .h5ad path or Visium folder", key="path_st")
-    if ref_path and spa_path:
+    spa_text = c2.text_area("Spatial: .h5ad file or Visium folder (one per line for several "
+                            "sections), or a folder of sections", key="path_st", height=80)
+    if ref_path and spa_text.strip():
         with ui.user_errors("reading the files"):
-            s_ref, s_st = loaders.path_stamp(ref_path), loaders.path_stamp(spa_path)
-            sc, stdata = loaders.read_path(ref_path, s_ref), loaders.read_path(spa_path, s_st)
-            keys = pick_keys(sc, stdata, "path")
-            if keys and st.button("Check and load", type="primary", key="load_path"):
-                state.set_data(loaders.prepare(ref_path + s_ref, spa_path + s_st, *keys,
-                                               f"{ref_path} + {spa_path}", sc, stdata))
+            from destvi_core.sections import unique_names
 
-data = state.data()
+            paths = project.spatial_paths(spa_text)
+            names = unique_names(paths)
+            s_ref = loaders.path_stamp(ref_path)
+            stamps = [loaders.path_stamp(p) for p in paths]
+            sc = loaders.read_path(ref_path, s_ref)
+            sts = [loaders.read_path(p, s) for p, s in zip(paths, stamps)]
+            keys = pick_keys(sc, sts[0], "path")
+            split = pick_sections(sts, "path")
+            if keys and st.button("Check and load", type="primary", key="load_path"):
+                label = f"{ref_path} + " + (paths[0] if len(paths) == 1 else f"{len(paths)} sections")
+                load(project.prepare_project(ref_path + s_ref, tuple(p + s for p, s in zip(paths, stamps)),
+                                             tuple(names), *keys, split, label, sc, tuple(sts)))
+
+loaded, data = state.project(), state.data()
 if data is None:
     st.stop()
 
 report = data.report
-st.subheader(f"Loaded: {data.source}")
+many = len(loaded.sections) > 1
+st.subheader(f"Loaded: {loaded.source}" + (f" — {len(loaded.sections)} sections" if many else ""))
+if many:
+    conditions = state.conditions()
+    table = pd.DataFrame({"section": loaded.names,
+                          "spots": [loaded.sections[n].st.n_obs for n in loaded.names],
+                          "condition": [conditions.get(n, "") for n in loaded.names]})
+    edited = st.data_editor(table, hide_index=True, key="conditions_editor", width="content",
+                            disabled=["section", "spots"],
+                            column_config={"condition": st.column_config.TextColumn(
+                                "condition", help="e.g. control / treated: the proportion page "
+                                "compares conditions")})
+    state.set_conditions(dict(zip(edited["section"], edited["condition"].fillna(""))))
+    st.caption(f"Genes in the reference and every section: {report.get('n_shared', 0):,}. "
+               f"Showing section **{state.section()}** — pick another in the sidebar.")
 counts = pd.Series(report.get("cell_type_counts") or
                    data.sc.obs[data.labels_key].value_counts().sort_index().to_dict(), name="cells")
 m = st.columns(5)
@@ -98,89 +154,71 @@ else:
 
 # ------------------------------------------------------------------ 2. model
 st.header("2 · Model")
+manager = jobs_ui.job_manager()
 default = loaders.training_params()
-st.caption(f"Device: **{loaders.device_label(getattr(default, 'device', 'auto'))}**")
+st.caption(f"Device: **{loaders.device_label(getattr(default, 'device', 'auto'))}** · trainings "
+           f"run as background jobs on the {manager.describe_cluster()}: leave the page or reload, "
+           "they keep going (see **Jobs**).")
 mode = st.radio("Model", ["Train (instant when cached)", "Load a saved model folder"],
                 horizontal=True, key="model_mode", label_visibility="collapsed")
+section_keys = tuple(d.key for d in loaded.sections.values())
 
 if mode.startswith("Train"):
     overrides = {}
     presets = {"Quick look (100 + 300 epochs)": "quick", "Tutorial (300 + 2,500 epochs)": "tutorial"}
-    is_demo = data.source.startswith("built-in demo")
-    choice = st.selectbox("Training length", list(presets), index=0 if is_demo else 1, key="preset",
-                          help="Quick is enough for the demo and for a first look; the tutorial's "
-                               "epochs are the reference setting for final results.")
+    choice = st.selectbox("Training length", list(presets), index=0 if data.is_demo else 1,
+                          key="preset", help="Quick is enough for the demo and for a first look; "
+                          "the tutorial's epochs are the reference setting for final results.")
     chosen = loaders.preset_params(presets[choice])
     with st.expander("Training settings", expanded=False):
-        c1, c2, c3 = st.columns(3)
+        c1, c2, c3, c4 = st.columns(4)
         overrides["sc_epochs"] = c1.number_input("Reference epochs (CondSCVI)", 1, 5000,
                                                  int(chosen.sc_epochs), key=f"sc_ep_{presets[choice]}")
         overrides["st_epochs"] = c2.number_input("Spatial epochs (DestVI)", 1, 20000,
                                                  int(chosen.st_epochs), key=f"st_ep_{presets[choice]}")
         overrides["seed"] = c3.number_input("Seed", 0, 10**6, int(getattr(default, "seed", 0)), key="seed")
+        n_seeds = int(c4.number_input("Seeds (ensemble)", 1, jobs_ui.MAX_ENSEMBLE, 1, key="n_seeds",
+                                      help="Train the spatial model with several seeds in parallel "
+                                           "jobs (one reference): the proportion maps then show, "
+                                           "per spot, how much the seeds disagree."))
     params = loaders.preset_params(presets[choice], **overrides)
+    names = loaded.names
+    if many:
+        names = st.multiselect("Sections to train", loaded.names, default=loaded.names,
+                               key="train_sections") or loaded.names
     st_epochs = loaders.spatial_epochs(data, params)
     if st_epochs > params.st_epochs:
         st.caption(f"Small slide: DestVI runs {st_epochs:,} epochs (at least "
                    f"{params.st_min_steps:,} optimisation steps) instead of {params.st_epochs:,}.")
-    b1, b2, _ = st.columns([1, 1, 4])
-    train_clicked = b1.button("▶ Train", type="primary", key="train")
-    b2.button("■ Cancel", key="cancel", disabled=not train_clicked,
-                               on_click=lambda: state.set_flag("cancel_requested", True))
-    if state.flag("training") and not train_clicked:
-        # the previous run was interrupted (Cancel, or another widget changed during training)
-        state.set_flag("training", False)
-        state.set_flag("cancel_requested", False)
-        st.warning("Training cancelled — nothing was saved"
-                   + ("; the previous model is kept." if state.models() else "."), icon=":material/stop_circle:")
-    if train_clicked:
-        state.set_flag("training", True)
-        state.set_flag("cancel_requested", False)
-        bar = st.progress(0.0, text="Starting…")
-        chart_slot = st.empty()
-        rows: list[dict] = []
-        last = {"t": 0.0}
-        names = {"condscvi": "reference (CondSCVI)", "destvi": "spatial (DestVI)"}
-        total = int(params.sc_epochs) + st_epochs
-
-        def on_progress(p) -> None:
-            loss = p.loss.get("loss", sum(v for k, v in p.loss.items() if k != "kl_weight"))
-            rows.append({"model": names.get(p.model, p.model), "epoch": p.epoch, "loss": float(loss)})
-            now = time.perf_counter()
-            if now - last["t"] < 0.25 and p.epoch != p.n_epochs:
-                return
-            last["t"] = now
-            done = p.epoch + (int(getattr(params, "sc_epochs", 0)) if p.model == "destvi" else 0)
-            bar.progress(min(done / total, 1.0),
-                         text=f"{names.get(p.model, p.model)} · epoch {p.epoch}/{p.n_epochs} · "
-                              f"loss {loss:,.1f} · about {p.eta_s:,.0f} s left for this model")
-            chart_slot.altair_chart(charts.finish(charts.loss_chart(pd.DataFrame(rows), width=ui.width(600)),
-                                                  state.presentation()), width="content")
-
-        with ui.user_errors("training"):
-            try:
-                t0 = time.perf_counter()
-                models = loaders.find_models(data, params, disk=False) or loaders.train(data, params, callback=on_progress,
-                                       should_stop=lambda: bool(state.flag("cancel_requested")))
-                state.set_models(models)
-                bar.progress(1.0, text=f"Done in {time.perf_counter() - t0:,.1f} s")
-            except TrainingCancelled:
-                st.warning("Training cancelled — nothing was saved"
-                           + ("; the previous model is kept." if state.models() else "."), icon=":material/stop_circle:")
-        # not in a `finally`: when Cancel interrupts the run, the flag must survive into the rerun
-        state.set_flag("training", False)
+    n_jobs = len(names) * n_seeds
+    if n_jobs > 1:
+        st.caption(f"One reference model, then {n_jobs} spatial models "
+                   f"({len(names)} section{'s' * (len(names) > 1)} x {n_seeds} seed"
+                   f"{'s' * (n_seeds > 1)}), in parallel where workers allow.")
+    if st.button("▶ Train", type="primary", key="train"):
+        with ui.user_errors("submitting the training"):
+            jobs_ui.submit(loaded, params, names, n_seeds)
+            jobs_ui.sync_models()
+            st.rerun()
+    jobs_panel.progress(section_keys, key="data")
 else:
     folder = st.text_input("Saved model folder (on this server)", key="model_folder")
     if folder and st.button("Load model", type="primary", key="load_model"):
         with ui.user_errors("loading the model"):
+            jobs_ui.want(data, [], 1)  # stop waiting for trainings of this section
             state.set_models(loaders.load_folder(data, folder))
 
 models = state.models()
 if models is None:
-    st.info("No model yet for these data.", icon=":material/info:")
+    if jobs_ui.active_jobs(loaded):
+        st.info("Training in the background — the maps open as soon as a first model is ready.",
+                icon=":material/hourglass_top:")
+    else:
+        st.info("No model yet for these data.", icon=":material/info:")
     st.stop()
 
-st.success(f"Model ready ({models.origin}).", icon=":material/check_circle:")
+ensemble = f" · ensemble of {len(models.ensemble_seeds)} seeds" if models.ensemble_seeds else ""
+st.success(f"Model ready ({models.origin}){ensemble}.", icon=":material/check_circle:")
 hist = []
 with ui.user_errors("reading the training history"):
     labels = {"condscvi": "reference (CondSCVI)", "destvi": "spatial (DestVI)"}

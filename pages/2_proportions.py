@@ -45,3 +45,6 @@ t1.dataframe(table, hide_index=True, width="stretch")
 with t2:
     ui.show_chart(bars, key="mean_bars")
 ui.downloads(bars, table, "mean_proportions", "means")
+
+from studio_ui import sections_view  # noqa: E402  seed-ensemble spread, sections side by side
+sections_view.render(models, spots, types, img)

@@ -73,7 +73,7 @@ def demo_data(seed: int = 0) -> LoadedData:
     return LoadedData(key=_sha("demo", seed, sc.n_vars), source=f"built-in demo (seed {seed})",
                       sc=sc, st=stdata, labels_key="cell_type", report=report,
                       messages=tuple(msgs), gene_sets=dict(gene_sets), is_demo=True,
-                      digest=prepared_demo_digest(seed))
+                      digest=prepared_demo_digest(seed), section="demo")
 
 
 @st.cache_resource(show_spinner="Reading file…", max_entries=8)
@@ -256,22 +256,6 @@ def register(models: LoadedModels) -> LoadedModels:
         return store.setdefault(models.key, models)
 
 
-def train(data: LoadedData, params: Any, callback: Callable | None = None,
-          should_stop: Callable[[], bool] | None = None) -> LoadedModels:
-    """Train (or fetch from the disk cache) both models; raises TrainingCancelled when stopped."""
-    from destvi_core.pipeline import fit_models
-
-    result = fit_models(data.sc, data.st, data.labels_key, params, callback=callback,
-                        should_stop=should_stop, cache=model_cache())
-    if isinstance(result, tuple):
-        sc_model, st_model, origin = result[0], result[1], "trained"
-    else:
-        sc_model, st_model = result.sc_model, result.st_model
-        origin = "cache" if result.from_cache else "trained"
-    return register(LoadedModels(model_key(data, params), sc_model, st_model, data.key,
-                                 params_dict(params), origin))
-
-
 def load_folder(data: LoadedData, folder: str) -> LoadedModels:
     """Load models saved with ``persistence.save_models`` (checked against the data)."""
     from destvi_core.persistence import load_models
@@ -302,7 +286,8 @@ def device_label(device: str = "auto") -> str:
 # ------------------------------------------------------------------ analysis (cached by content)
 @st.cache_data(show_spinner=False, max_entries=16)
 def spot_table(model_key_: str, _models: LoadedModels) -> pd.DataFrame:
-    """One row per spot: ``spot, x, y``, one column per type, ``dominant``, ``dominant_prop``."""
+    """One row per spot: ``spot, x, y``, one column per type, ``dominant``, ``dominant_prop``;
+    with a seed ensemble also ``sd:<type>``, the spread of that proportion across seeds."""
     props = _models.proportions()
     xy = _models.spot_coordinates()
     df = pd.DataFrame({"spot": props.index.astype(str), "x": xy[:, 0], "y": xy[:, 1]})
@@ -310,6 +295,10 @@ def spot_table(model_key_: str, _models: LoadedModels) -> pd.DataFrame:
     values = props.to_numpy()
     df["dominant"] = np.asarray(props.columns)[values.argmax(1)]
     df["dominant_prop"] = values.max(1)
+    sd = _models.proportion_sd()
+    if sd is not None:
+        sd_cols = pd.DataFrame({f"sd:{c}": sd[c].to_numpy(np.float64) for c in sd.columns})
+        df = pd.concat([df, sd_cols], axis=1)
     return df
 
 

@@ -41,6 +41,37 @@ class LoadedData:
     gene_sets: dict | None = None  # offline gene sets shipped with the data (demo)
     is_demo: bool = False
     digest: str | None = None  # destvi_core.cache.data_digest, when known in advance
+    section: str | None = None  # name of the section (several sections share ``sc``)
+
+
+@dataclass(frozen=True)
+class LoadedProject:
+    """One reference and one or more spatial sections prepared on the same genes.
+
+    Pages read the current section through :func:`data` and :func:`models`, which return that
+    section's :class:`LoadedData` and :class:`LoadedModels` as if it were the only one.
+    """
+
+    key: str
+    source: str
+    sections: dict  # name -> LoadedData (shared reference ``sc``), in order
+    conditions: dict  # name -> condition label (from obs['condition'] when constant)
+    report: dict  # the reference / gene-set report (sections' spots in report["n_spots"])
+    messages: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.sections)
+
+    @property
+    def first(self) -> LoadedData:
+        return next(iter(self.sections.values()))
+
+    @classmethod
+    def single(cls, data: LoadedData) -> "LoadedProject":
+        name = data.section or "section"
+        return cls(key=data.key, source=data.source, sections={name: data}, conditions={},
+                   report=data.report, messages=data.messages)
 
 
 class LoadedModels:
@@ -132,22 +163,113 @@ class LoadedModels:
             self._types = [str(c) for c in self.st_model.cell_types]
         return list(self._types)
 
+    # ---------------------------------------------------------------- seed ensembles
+    ensemble_seeds: tuple[int, ...] = ()
+    _ensemble: Any = None  # [members, spots, types] proportions, the model's own first
+
+    def with_ensemble(self, members: list, seeds: list[int]) -> "LoadedModels":
+        """The same models plus the proportions of other seeds of the spatial model (a seed
+        ensemble): a new object (its own key), sharing the loaded models with this one."""
+        import numpy as np
+
+        types = self.cell_types
+        own = self.proportions()
+        stack = np.stack([own[types].to_numpy(np.float64)]
+                         + [m.loc[own.index, types].to_numpy(np.float64) for m in members])
+        out = LoadedModels(self.ensemble_key(self.key, seeds), None, None, self.data_key, self.params, self.origin,
+                           loader=self.load, saved_proportions=own, spatial=self._spatial
+                           if self._spatial is not None else self.st_model.adata,
+                           saved_histories=self._saved_histories)
+        if self._pair is not None:
+            out._pair = self._pair
+        out.ensemble_seeds = tuple(sorted(seeds))
+        out._ensemble = stack
+        return out
+
+    @staticmethod
+    def ensemble_key(key: str, seeds: list[int]) -> str:
+        """Key of the models ``key`` with the ensemble of ``seeds``."""
+        import hashlib
+
+        return hashlib.sha256(f"{key}|ensemble|{sorted(seeds)}".encode()).hexdigest()
+
+    def proportion_sd(self) -> Any:
+        """Per spot and type, the standard deviation of the proportions across the seeds of
+        the ensemble (DataFrame spots x types), or None without an ensemble."""
+        if self._ensemble is None:
+            return None
+        import pandas as pd
+
+        own = self.proportions()
+        return pd.DataFrame(self._ensemble.std(0, ddof=1), index=own.index,
+                            columns=self.cell_types)
+
     def __repr__(self) -> str:
         return (f"LoadedModels(key={self.key[:10]!r}, origin={self.origin!r}, "
                 f"loaded={self.loaded})")
 
 
+def project() -> LoadedProject | None:
+    """All sections loaded in this session (None before any data)."""
+    return _get("project")
+
+
+def set_project(value: LoadedProject | None, section: str | None = None) -> None:
+    """Load a project; the current section becomes ``section``, else the same name as before
+    when it exists, else the first one."""
+    _set("project", value)
+    _set("models_by_data", {} if value is None or (project_key() != value.key) else
+         dict(_get("models_by_data", {})))
+    _set("project_key", None if value is None else value.key)
+    if value is None:
+        _set("data", None)
+        set_models(None)
+        return
+    names = value.names
+    wanted = section if section in names else _get("section") if _get("section") in names \
+        else names[0]
+    set_section(wanted)
+
+
+def project_key() -> str | None:
+    return _get("project_key")
+
+
+def section() -> str | None:
+    """Name of the current section (the one every page shows)."""
+    return _get("section")
+
+
+def set_section(name: str) -> None:
+    p = project()
+    if p is None or name not in p.sections:
+        return
+    changed = name != _get("section")
+    _set("section", name)
+    _set("data", p.sections[name])
+    current = _get("models_by_data", {}).get(p.sections[name].key)
+    if changed:
+        _set("groups", {})  # drawn regions and spot groups belong to one section
+    _set("models", current)
+
+
 def data() -> LoadedData | None:
+    """The current section's data."""
     return _get("data")
 
 
 def set_data(value: LoadedData | None) -> None:
-    if value is None or (data() is not None and data().key != value.key):
+    """Load a single-section pair (a project of one section)."""
+    if value is None:
+        set_project(None)
+        return
+    if data() is not None and data().key != value.key:
         set_models(None)
-    _set("data", value)
+    set_project(LoadedProject.single(value))
 
 
 def models() -> LoadedModels | None:
+    """The current section's models."""
     m = _get("models")
     d = data()
     if m is not None and d is not None and m.data_key != d.key:
@@ -155,12 +277,47 @@ def models() -> LoadedModels | None:
     return m
 
 
-def set_models(value: LoadedModels | None) -> None:
+def models_for(data_key: str) -> LoadedModels | None:
+    """The models of any section of the project (by its data key)."""
+    d = data()
+    if d is not None and d.key == data_key and models() is not None:
+        return models()
+    return _get("models_by_data", {}).get(data_key)
+
+
+def set_models(value: LoadedModels | None, data_key: str | None = None) -> None:
+    """Set the models of the current section (or of section ``data_key``)."""
+    d = data()
+    target = value.data_key if value is not None else (data_key or (d.key if d else None))
+    store = dict(_get("models_by_data", {}))
+    if target is not None:
+        if value is None:
+            store.pop(target, None)
+        else:
+            store[target] = value
+    _set("models_by_data", store)
+    if d is None or target != d.key:
+        return
     old = _get("models")
     if value is None or old is None or old.key != value.key:
-        _set("thresholds", {})
+        if value is None or old is None or old.params != value.params:
+            _set("thresholds", {})
         _set("groups", {})
     _set("models", value)
+
+
+def conditions() -> dict[str, str]:
+    """``{section: condition}``: the project's, as edited in this session."""
+    p = project()
+    base = dict(p.conditions) if p is not None else {}
+    base.update(_get("conditions", {}).get(project_key(), {}))
+    return {k: v for k, v in base.items() if v}
+
+
+def set_conditions(values: dict[str, str]) -> None:
+    edited = dict(_get("conditions", {}))
+    edited[project_key()] = {str(k): str(v or "").strip() for k, v in values.items()}
+    _set("conditions", edited)
 
 
 def cell_type(choices: list[str]) -> str:
@@ -260,6 +417,8 @@ def read_url_once() -> None:
         _set("presentation", True)
     if "data" in qp:
         _set("url_data", qp["data"])
+    if "sec" in qp:
+        _set("section", qp["sec"])
 
 
 def url_thresholds() -> dict[str, float]:
@@ -283,6 +442,9 @@ def write_url() -> None:
     d = data()
     if d is not None and d.is_demo:
         wanted["data"] = "demo"
+    p = project()
+    if p is not None and len(p.sections) > 1 and section():
+        wanted["sec"] = section()
     if _get("cell_type"):
         wanted["ct"] = _get("cell_type")
     wanted["kind"] = threshold_kind()

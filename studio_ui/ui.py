@@ -147,9 +147,21 @@ def preload_chart_library() -> None:
 
 # ------------------------------------------------------------------ guards and pickers
 def require_models() -> state.LoadedModels:
-    """The session's models, or a friendly pointer to the Data & model page (stops the page)."""
+    """The session's models, or a friendly pointer to the Data & model page (stops the page).
+
+    While this section's model is still training, the page shows the live progress instead
+    and draws itself as soon as the model is ready.
+    """
     models = state.models()
     if models is None:
+        from . import jobs_panel, jobs_ui
+
+        data = state.data()
+        if data is not None and any(j.active for j in jobs_ui.section_jobs(data)):
+            st.info("The model of this section is training in the background; this page draws "
+                    "itself as soon as it is ready.", icon=":material/hourglass_top:")
+            jobs_panel.progress((data.key,), key="page", loss=False)
+            st.stop()
         st.info("No model yet. Start with the built-in demo or your own data on the "
                 "**Data & model** page.", icon=":material/arrow_back:")
         st.page_link(DATA_PAGE, label="Go to Data & model", icon=":material/folder_open:")
@@ -230,19 +242,30 @@ def autoload() -> None:
         return
     state.set_flag("autoload_done", True)
     try:
+        from . import jobs_ui
+
         entries = loaders.cache_entries()
         wanted = state.url_data() == "demo"
         store, _ = loaders._registry()
-        if not (wanted or store or len(entries)):
+        demo_jobs = any(j.active for j in jobs_ui.all_jobs())
+        if not (wanted or store or len(entries) or demo_jobs):
             return
         data = loaders.demo_data(0)
+        candidates = [loaders.preset_params("quick"), jobs_ui.first_look_params(),
+                      loaders.training_params()]
         models = None
-        for params in (loaders.preset_params("quick"), loaders.training_params()):
-            models = models or loaders.find_models(data, params)
-        if wanted or models is not None:
+        for params in candidates:
+            models = loaders.find_models(data, params)
+            if models is not None:
+                models = jobs_ui.attach_ensemble(models, data, params)
+                break
+        training = any(j.active for j in jobs_ui.section_jobs(data))
+        if wanted or models is not None or training:
             state.set_data(data)
         if models is not None:
             state.set_models(models)
+        if training:  # reattach: this session takes the refined model when its job ends
+            jobs_ui.want(data, candidates[:2], 1)
     except Exception:  # noqa: BLE001 - autoload is a convenience; the Data page reports errors
         return
 
@@ -256,22 +279,57 @@ def warm_up() -> None:
 
 
 def sidebar() -> None:
+    from . import jobs_ui
+
     with st.sidebar:
         st.toggle("Presentation mode", key="presentation_toggle", value=state.presentation(),
                   help="Larger fonts and markers, fewer controls — for screen sharing.",
                   on_change=lambda: state.set_presentation(st.session_state["presentation_toggle"]))
+        section_picker()
         data, models = state.data(), state.models()
+        jobs_status()
         if data is None:
             st.caption("No data loaded.")
             return
         st.caption(f"**Data:** {data.source}  \n{data.st.n_obs:,} spots · {data.sc.n_obs:,} cells · "
                    f"{data.st.n_vars:,} genes")
         if models is None:
-            st.caption("**Model:** not trained yet")
+            training = any(j.active for j in jobs_ui.section_jobs(data))
+            st.caption("**Model:** " + ("training in the background" if training
+                                        else "not trained yet"))
             return
-        st.caption(f"**Model:** {models.origin}  \n`{models.key[:10]}`")
+        ensemble = f" · {len(models.ensemble_seeds)} seeds" if models.ensemble_seeds else ""
+        st.caption(f"**Model:** {models.origin}{ensemble}  \n`{models.key[:10]}`")
         if not state.presentation():
             export_button(models)
+
+
+def section_picker() -> None:
+    """The current section (drives every page) when several are loaded."""
+    project = state.project()
+    if project is None or len(project.sections) < 2:
+        return
+    names = project.names
+    current = state.section() if state.section() in names else names[0]
+    if st.session_state.get("section_pick") not in names:
+        st.session_state.pop("section_pick", None)
+    conditions = state.conditions()
+    st.selectbox("Section", names, index=names.index(current), key="section_pick",
+                 format_func=lambda n: f"{n} ({conditions[n]})" if conditions.get(n) else n,
+                 on_change=lambda: state.set_section(st.session_state["section_pick"]),
+                 help="Every page shows this section; the proportion page also compares them.")
+
+
+def jobs_status() -> None:
+    """How many trainings run and wait on this server (never starts the cluster)."""
+    from . import jobs_ui
+
+    jobs = jobs_ui.all_jobs()
+    running = sum(j.state == "running" for j in jobs)
+    queued = sum(j.state == "queued" for j in jobs)
+    if running or queued:
+        st.page_link("pages/6_jobs.py", label=f"Jobs: {running} running · {queued} queued",
+                     icon=":material/work_history:")
 
 
 def export_button(models: state.LoadedModels) -> None:

@@ -44,3 +44,22 @@ def tiny_models(tiny_data):
     from destvi_core.pipeline import train_models
 
     return train_models(tiny_data.sc, tiny_data.st, "cell_type", tiny_params())
+
+
+@pytest.fixture(scope="session")
+def dask_cluster():
+    """A real local Dask cluster for the job tests: 2 worker processes x 1 torch thread, built
+    by the product's own :func:`destvi_core.cluster.start_local_cluster` (resource train=1,
+    no retry of a task that killed its worker). Shut down at the end of the session."""
+    from destvi_core.cluster import WorkerPlan, start_local_cluster
+
+    cluster = start_local_cluster(WorkerPlan(2, 1, (None, None)))
+    try:
+        yield cluster
+    finally:
+        cluster.close(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def scheduler_address(dask_cluster) -> str:
+    return dask_cluster.scheduler_address

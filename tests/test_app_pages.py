@@ -1,7 +1,8 @@
 """Page tests with streamlit.testing.v1.AppTest on the built-in demo (tiny training).
 
-A module-scoped fixture trains the demo model once (DESTVI_STUDIO_FAST=1, see conftest.py); the
-model lives in the process-wide registry, so later sessions get it instantly.
+A module-scoped fixture trains the demo model once (DESTVI_STUDIO_FAST=1, see conftest.py) as a
+job on the test session's local Dask cluster (2 single-thread workers); the model lives in the
+cache and the process-wide registry, so later sessions get it instantly.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,18 +25,38 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+ENV = ("DESTVI_STUDIO_FAST", "DESTVI_STUDIO_CACHE", "DESTVI_STUDIO_SCHEDULER")
+
+
 @pytest.fixture(scope="module", autouse=True)
-def fast_env(tmp_path_factory):
-    """Tiny epochs and a private model cache for this module only (restored afterwards)."""
-    saved = {k: os.environ.get(k) for k in ("DESTVI_STUDIO_FAST", "DESTVI_STUDIO_CACHE")}
+def fast_env(tmp_path_factory, scheduler_address):
+    """Tiny epochs, a private model cache and the test cluster for this module only (restored
+    afterwards; the app's job managers are closed)."""
+    saved = {k: os.environ.get(k) for k in ENV}
     os.environ["DESTVI_STUDIO_FAST"] = "1"
     os.environ["DESTVI_STUDIO_CACHE"] = str(tmp_path_factory.mktemp("model_cache"))
+    os.environ["DESTVI_STUDIO_SCHEDULER"] = scheduler_address
     yield
+    from studio_ui import jobs_ui
+
+    jobs_ui.shutdown()
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+def wait_jobs(timeout: float = TIMEOUT) -> list:
+    """Wait until no job of the app's server is queued or running; returns the jobs."""
+    from studio_ui import jobs_ui
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and any(j.active for j in jobs_ui.all_jobs()):
+        time.sleep(0.2)
+    jobs = jobs_ui.all_jobs()
+    assert not any(j.active for j in jobs), [j.describe() for j in jobs]
+    return jobs
 
 
 def new_app(autoload: bool = True, **query) -> AppTest:
@@ -69,6 +91,9 @@ def trained() -> AppTest:
     at.button(key="use_demo").click().run()
     no_errors(at)
     at.button(key="train").click().run()
+    no_errors(at)
+    wait_jobs()
+    at.run()
     no_errors(at)
     assert any("Model ready" in s.value for s in at.success)
     return at
@@ -250,6 +275,157 @@ def test_export_everything_bundle(trained):
     assert set(params["thresholds"]) == set(models.cell_types)  # automatic values for the rest
     assert params["model_key"] == models.key
     assert proportions.count("\n") == 1001  # header + 1,000 spots
+
+
+# ------------------------------------------------------------------ jobs, sections, seeds
+def sidebar_text(at: AppTest) -> str:
+    return "\n".join(str(c.value) for c in at.sidebar.caption)
+
+
+def test_use_demo_fills_the_sidebar_at_once(trained):
+    at = new_app(autoload=False)
+    at.run()
+    assert "No data loaded." in sidebar_text(at)
+    at.button(key="use_demo").click().run()
+    no_errors(at)
+    assert "No data loaded." not in sidebar_text(at)
+    assert "**Data:** built-in demo" in sidebar_text(at)
+    assert "**Model:** cache" in sidebar_text(at) or "**Model:** trained" in sidebar_text(at)
+
+
+def _job_rows(at: AppTest):
+    tables = [d.value for d in at.dataframe if "state" in d.value.columns]
+    assert tables, "no job table"
+    return tables[0]
+
+
+def test_a_job_outlives_its_session_and_is_cancelled_from_another(trained):
+    """Session 1 starts a long training and goes away; a new session (a reload) lists it on
+    the Jobs page, follows its progress on the Data page, and cancels it."""
+    from studio_ui import jobs_ui
+
+    first = loaded()
+    first.number_input(key="st_ep_quick").set_value(5000)
+    first.number_input(key="seed").set_value(77)
+    first.button(key="train").click().run()
+    no_errors(first)
+    job = next(j for j in jobs_ui.all_jobs() if j.kind == "spatial" and j.seed == 77)
+    del first  # the browser tab is closed
+    end = time.monotonic() + TIMEOUT
+    while job.progress is None and job.active and time.monotonic() < end:
+        time.sleep(0.2)
+    assert job.state == "running", job.describe()
+
+    second = loaded()  # a new session, as after a reload
+    no_errors(second)
+    assert second.get("progress"), "the Data page shows the running job"
+    assert "Jobs: 1 running" in " ".join(str(p.proto) for p in second.sidebar.get("page_link"))
+    second.switch_page("pages/6_jobs.py").run()
+    no_errors(second)
+    rows = _job_rows(second)
+    assert rows.loc[rows["job"] == job.label, "state"].tolist() == ["running"]
+    second.button(key=f"cancel_job_{job.id}").click().run()
+    assert job.wait(60) == "cancelled"
+    second.run()
+    no_errors(second)
+    rows = _job_rows(second)
+    assert rows.loc[rows["job"] == job.label, "state"].tolist() == ["cancelled"]
+
+
+@pytest.fixture(scope="module")
+def section_files(tmp_path_factory):
+    """Four tiny sections (two control, two treated) and their reference, as files."""
+    import numpy as np
+
+    from conftest import TINY_SIM
+    from destvi_core.simulate import simulate_destvi
+
+    sim = simulate_destvi(**TINY_SIM)
+    for key in [k for k in sim.st.obsm if k.startswith("true_")]:
+        del sim.st.obsm[key]
+    sim.st.uns.pop("simulation", None)
+    root = tmp_path_factory.mktemp("sections")
+    (root / "spatial").mkdir()
+    sim.sc.write_h5ad(root / "sc.h5ad")
+    for i, idx in enumerate(np.array_split(np.arange(sim.st.n_obs), 4)):
+        part = sim.st[idx].copy()
+        part.obs["condition"] = "control" if i < 2 else "treated"
+        part.write_h5ad(root / "spatial" / f"S{i}.h5ad")
+    whole = sim.st.copy()
+    whole.obs["sample"] = np.repeat(["a/1", "b 2", "c"], 50)
+    whole.write_h5ad(root / "whole.h5ad")
+    return root
+
+
+def test_one_file_split_into_sections_by_an_obs_column(section_files):
+    at = new_app(autoload=False)
+    at.run()
+    at.radio(key="data_source").set_value("Files on this server").run()
+    at.text_input(key="path_ref").set_value(str(section_files / "sc.h5ad"))
+    at.text_area(key="path_st").set_value(str(section_files / "whole.h5ad")).run()
+    no_errors(at)
+    at.selectbox(key="split_path").set_value("split by obs['sample']").run()
+    at.button(key="load_path").click().run()
+    no_errors(at)
+    assert any("3 sections" in h.value for h in at.subheader)
+    assert at.sidebar.selectbox(key="section_pick").options == ["a_1", "b_2", "c"]
+    assert {m.label: m.value for m in at.metric}["Spots"] == "50"
+
+
+def test_sections_train_from_one_reference_and_compare_conditions(trained, section_files):
+    at = new_app(autoload=False)
+    at.run()
+    at.radio(key="data_source").set_value("Files on this server").run()
+    at.text_input(key="path_ref").set_value(str(section_files / "sc.h5ad"))
+    at.text_area(key="path_st").set_value(str(section_files / "spatial")).run()
+    no_errors(at)
+    at.button(key="load_path").click().run()
+    no_errors(at)
+    assert any("4 sections" in h.value for h in at.subheader)
+    assert at.sidebar.selectbox(key="section_pick").options == [
+        "S0 (control)", "S1 (control)", "S2 (treated)", "S3 (treated)"]
+    at.button(key="train").click().run()
+    no_errors(at)
+    wait_jobs()
+    at.run()
+    no_errors(at)
+    assert any("Model ready" in s.value for s in at.success)
+    at.switch_page("pages/2_proportions.py").run()
+    no_errors(at)
+    assert "Sections side by side" in [h.value for h in at.subheader]
+    assert any("section" in str(c.proto.spec) and "stack" in str(c.proto.spec) for c in charts(at))
+    result = next(d.value for d in at.dataframe if "p-value" in d.value.columns)
+    assert len(result) == 4 and result["p-value"].notna().all()  # 2 vs 2 sections: Welch
+    assert "2 sections of control vs 2 sections of treated" in texts(at)
+    before = at.session_state["studio.data"].key
+    at.sidebar.selectbox(key="section_pick").set_value("S3").run()
+    no_errors(at)
+    assert at.session_state["studio.data"].section == "S3"
+    assert at.session_state["studio.data"].key != before
+    assert at.session_state["studio.models"].data_key == at.session_state["studio.data"].key
+    assert "sec" in at.query_params
+
+
+def test_seed_ensemble_shows_the_spread(trained):
+    at = loaded()
+    at.number_input(key="n_seeds").set_value(3)
+    at.button(key="train").click().run()
+    no_errors(at)
+    wait_jobs()
+    at.run()
+    no_errors(at)
+    assert any("ensemble of 3 seeds" in s.value for s in at.success)
+    models = at.session_state["studio.models"]
+    assert models.ensemble_seeds == (0, 1, 2)
+    sd = models.proportion_sd()
+    assert sd.shape == (1000, len(models.cell_types)) and (sd.to_numpy() > 0).any()
+    at.switch_page("pages/2_proportions.py").run()
+    no_errors(at)
+    assert "How much 3 seeds agree" in [h.value for h in at.subheader]
+    from studio_ui import loaders
+
+    spots = loaders.spot_table(models.key, models)
+    assert [c for c in spots.columns if c.startswith("sd:")] == [f"sd:{t}" for t in models.cell_types]
 
 
 # ------------------------------------------------------------------ a model from the disk cache

@@ -30,6 +30,27 @@ if not Path(CHROMIUM).exists():
     pytest.skip("system Chromium not found (apt-get install chromium)", allow_module_level=True)
 
 
+def _children(pid: int) -> list[int]:
+    """Direct child processes of ``pid`` (Linux /proc; [] elsewhere)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -60,12 +81,20 @@ def server(tmp_path_factory):
             pytest.fail("streamlit did not start:\n" + log.read()[-3000:])
         yield url
     finally:
+        workers = _children(proc.pid)  # the local Dask cluster's worker processes
         proc.terminate()
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+        deadline = time.monotonic() + 15
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = [w for w in workers if _alive(w)]
+        for w in left:  # do not leave them behind, but fail the test
+            os.kill(w, 9)
+        assert not left, f"worker processes outlived the app: {left}"
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +155,10 @@ def test_every_page_in_a_browser(server, page):
     page.get_by_role("button", name="▶ Use the demo").click()
     page.get_by_text("Loaded: built-in demo").wait_for(timeout=120_000)
     wait_idle(page)
-    page.get_by_role("button", name="▶ Train").click()
+    sidebar = page.get_by_test_id("stSidebar")
+    assert "No data loaded." not in sidebar.inner_text()  # updated in the same click
+    sidebar.get_by_text("Data: built-in demo").wait_for()
+    page.get_by_role("button", name="▶ Train").click()  # a job on the server's own cluster
     page.get_by_text("Model ready").wait_for(timeout=240_000)
     wait_idle(page)
     no_exception(page)

@@ -178,6 +178,58 @@ def test_concurrent_writers_same_key(fake, tmp_path):
         startswith("sc")
 
 
+def test_put_files_is_atomic_and_references_are_not_entries(fake, tmp_path, monkeypatch):
+    """Models trained on workers arrive as bytes: written atomically, reference models kept
+    apart from the pair entries (not listed, removed by clear)."""
+    from destvi_core import cache as cache_module
+
+    cache = ModelCache(tmp_path)
+    files = {"metadata.json": json.dumps({"created": "x"}).encode(), "condscvi.pt": b"w"}
+    cache.put_files("pair", files)
+    cache.put_files("ref", {"condscvi.pt": b"r", "metadata.json": b"{}"}, reference=True)
+    assert cache.keys() == ["pair"] and cache.has_reference("ref") and "ref" not in cache
+    assert (cache.reference_path("ref") / "condscvi.pt").read_bytes() == b"r"
+    assert cache.put_files("pair", {"other.bin": b"late"}) == cache.path("pair")
+    assert not (cache.path("pair") / "other.bin").exists()  # the first writer's entry stays
+    assert len(cache.list()) == 1
+
+    def broken(directory, payload):
+        (directory / "condscvi.pt").write_bytes(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cache_module, "write_files", broken)
+    with pytest.raises(OSError, match="disk full"):
+        cache.put_files("half", files)
+    assert "half" not in cache
+    assert not [p for p in tmp_path.rglob(".tmp-*")]
+    monkeypatch.undo()
+    with pytest.raises(CorruptedModelError, match="invalid file name"):
+        cache.put_files("evil", {"../escape": b"x"})
+    assert "evil" not in cache and not (tmp_path.parent / "escape").exists()
+    assert cache.clear() == 1
+    assert not cache.has_reference("ref") and cache.keys() == []
+
+
+def test_reference_key_ignores_the_spatial_data_and_spatial_parameters():
+    from destvi_core.cache import reference_key
+    from destvi_core.pipeline import TrainingParams, reference_cache_dict
+
+    sc, st = make_pair()
+    base = TrainingParams()
+    key = reference_key(sc, "cell_type", reference_cache_dict(base))
+    for spatial in ({"st_epochs": 7}, {"st_seed": 3}, {"vamp_prior_p": 5}, {"beta_reg": 1.0}):
+        assert reference_key(sc, "cell_type",
+                             reference_cache_dict(TrainingParams(**spatial))) == key
+    for ref in ({"sc_epochs": 7}, {"seed": 3}, {"n_latent": 4}, {"init": "reference"}):
+        assert reference_key(sc, "cell_type", reference_cache_dict(TrainingParams(**ref))) != key
+    changed = sc.copy()
+    changed.X[0, 0] += 1
+    assert reference_key(changed, "cell_type", reference_cache_dict(base)) != key
+    # st_seed unset keeps the pair keys of models trained before it existed
+    assert "st_seed" not in base.cache_dict()
+    assert TrainingParams(st_seed=2).cache_dict()["st_seed"] == 2
+
+
 def test_corrupted_entry_is_removed_with_warning(fake, tmp_path):
     cache = ModelCache(tmp_path)
     cache.put("bad", FakeModel("sc"), FakeModel("st"))

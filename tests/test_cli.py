@@ -69,7 +69,7 @@ def test_python_m_help_and_usage_error_exit_codes():
     done = subprocess.run([sys.executable, "-m", "destvi_core", "--help"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0
-    for command in ("demo", "train", "export", "cache"):
+    for command in ("demo", "train", "export", "jobs", "cache"):
         assert command in done.stdout
     done = subprocess.run([sys.executable, "-m", "destvi_core", "export", "--model", "nowhere",
                            "--st", "nowhere.h5ad", "--out", "r.h5ad"], cwd=ROOT, env=env,
