@@ -211,3 +211,33 @@ def test_blend_colours_and_legends():
     assert tri.loc[(tri.x == 0.5) & (tri.c == 1), "color"].item() == "#0000ff"
     with pytest.raises(InputError, match="2 or 3"):
         blend_colors(np.zeros((3, 4)))
+
+
+# ------------------------------------------------------------------ export
+def test_export_bundle_carries_regions(tmp_path):
+    import json
+
+    import anndata as ad
+
+    from destvi_core.analysis import export_bundle
+
+    n = 12
+    st = ad.AnnData(np.ones((n, 3), np.float32), obs=pd.DataFrame(index=[f"s{i}" for i in range(n)]))
+    props = pd.DataFrame(np.full((n, 2), 0.5), index=st.obs_names, columns=["A", "B"])
+    regions = {"tumour edge": np.arange(n) < 4, "core/left": (np.arange(n) >= 2) & (np.arange(n) < 6)}
+    out = export_bundle(tmp_path / "b", st, props, regions=regions)
+    back = ad.read_h5ad(out / "results.h5ad")
+    assert back.obs["regions"].astype(str).tolist()[:7] == ["tumour edge", "tumour edge",
+                                                             "tumour edge|core/left", "tumour edge|core/left",
+                                                             "core/left", "core/left", ""]
+    assert back.obs["region_tumour_edge"].tolist() == regions["tumour edge"].tolist()
+    assert back.obs["region_core_left"].sum() == 4
+    csv = pd.read_csv(out / "regions.csv", index_col=0)
+    assert csv.columns.tolist() == ["tumour edge", "core/left"] and csv["core/left"].sum() == 4
+    texts = json.loads((out / "parameters.json").read_text())["regions"]
+    assert (decode_mask(texts["core/left"], n) == regions["core/left"]).all()
+    st.obs["regions"] = "user's own column"  # never overwritten
+    back = ad.read_h5ad(export_bundle(tmp_path / "c", st, props, regions=regions) / "results.h5ad")
+    assert (back.obs["regions"] == "user's own column").all() and "destvi_regions" in back.obs
+    with pytest.raises(InputError, match="same spatial data"):
+        export_bundle(tmp_path / "d", st, props, regions={"x": np.ones(3, bool)})
