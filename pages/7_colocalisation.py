@@ -37,7 +37,7 @@ else:
     with right:
         key = region_charts.blend_key(blend_legend(len(picked), 11 if len(picked) == 2 else 9), picked,
                                       width=ui.width(190))
-        ui.show_chart(key, key="coloc_key")
+        ui.show_chart(key, key="coloc_key", height=region_charts.frame_height(key, 70))
         st.caption("Black: none of them · a primary colour: that type alone · mixed colours: the "
                    "types share the spot · white: all at their highest (each type is scaled to "
                    "its 99th percentile).")
@@ -52,7 +52,7 @@ st.subheader("Co-occurrence of every pair of types")
 h1, h2 = st.columns([3, 2])
 with h1:
     heat = region_charts.cooccurrence_heatmap(scores, width=ui.width(380))
-    ui.show_chart(heat, key="coloc_heat")
+    ui.show_chart(heat, key="coloc_heat", height=region_charts.frame_height(heat, 150))
     ui.downloads(heat, scores.rename_axis("cell type").reset_index(), "cooccurrence_scores", "coloc_heat")
 with h2:
     st.markdown("**Strongest neighbours**")

@@ -56,11 +56,11 @@ h1, h2 = st.columns(2)
 with h1:
     hist = region_charts.noise_histogram(table, "deviance_per_count", summary.cut_deviance,
                                          "deviance per count", width=ui.width(380))
-    ui.show_chart(hist, key="fit_hist_dev")
+    ui.show_chart(hist, key="fit_hist_dev", height=region_charts.frame_height(hist))
 with h2:
     hist2 = region_charts.noise_histogram(table, "noise_share", summary.cut_noise, "noise share",
                                           width=ui.width(380))
-    ui.show_chart(hist2, key="fit_hist_noise")
+    ui.show_chart(hist2, key="fit_hist_noise", height=region_charts.frame_height(hist2))
 st.caption(f"Spatial clustering (Moran's I on the spot graph): deviance {summary.moran_deviance:.2f}, "
            f"noise share {summary.moran_noise:.2f} (0 = scattered, 1 = smooth patches).")
 out = table.rename_axis("spot").reset_index().assign(flagged=summary.flagged)

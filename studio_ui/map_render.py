@@ -44,17 +44,28 @@ class Geometry:
         return min(self.width / max(self.x1 - self.x0, 1e-9), self.height / max(self.y1 - self.y0, 1e-9))
 
 
+_SPACING: dict[str, float] = {}
+
+
 def spot_spacing(x: np.ndarray, y: np.ndarray) -> float:
-    """Median nearest-neighbour distance between spots (1 when it cannot be measured)."""
+    """Median nearest-neighbour distance between spots (1 when it cannot be measured);
+    remembered per set of coordinates."""
     if len(x) < 2:
         return 1.0
+    key = _coords_digest(x, y)
+    if key in _SPACING:
+        return _SPACING[key]
     from scipy.spatial import cKDTree
 
     pts = np.c_[x, y]
     sample = pts[np.linspace(0, len(pts) - 1, min(len(pts), 2000)).astype(int)]
     d, _ = cKDTree(pts).query(sample, k=2)
     s = float(np.median(d[:, 1]))
-    return s if s > 0 else 1.0
+    s = s if s > 0 else 1.0
+    if len(_SPACING) > 64:
+        _SPACING.clear()
+    _SPACING[key] = s
+    return s
 
 
 def geometry(x: np.ndarray, y: np.ndarray, width: int, image: dict | None = None,

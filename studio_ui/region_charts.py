@@ -11,6 +11,13 @@ import numpy as np
 import pandas as pd
 
 
+def frame_height(chart, extra: int = 90) -> int:
+    """Height to give Streamlit's frame for a chart: its plot height plus title, axes and
+    legend (layered and legend-heavy charts are otherwise clipped to a sliver)."""
+    spec = chart.to_dict()
+    return int(spec.get("height", 200)) + extra
+
+
 def _type_scale(colors: dict[str, str]) -> alt.Scale:
     return alt.Scale(domain=list(colors), range=list(colors.values()))
 
@@ -27,7 +34,7 @@ def composition_bars(long_means: pd.DataFrame, colors: dict[str, str], width: in
         color=alt.Color("cell type:N", scale=_type_scale(colors), legend=alt.Legend(orient="bottom", columns=4)),
         order=alt.Order("order:Q"),
         tooltip=["region:N", "cell type:N", alt.Tooltip("mean proportion:Q", format=".3f")],
-    ).properties(width=width, height=max(90, 46 * len(regions)), title="Composition of each region")
+    ).properties(width=width, height=max(90, 46 * len(regions)), title="Mean composition")
 
 
 def significance_label(padj: float) -> str:
@@ -61,7 +68,7 @@ def difference_bars(table: pd.DataFrame, colors: dict[str, str], label_a: str, l
     rule = alt.Chart(pd.DataFrame({"x": [0]})).mark_rule(color="#555").encode(x="x:Q")
     return alt.layer(bars, stars.transform_filter("datum.difference >= 0"), stars_neg, rule).properties(
         width=width, height=max(140, 26 * len(d)),
-        title="Difference per type (* adj. p < 0.05, ** < 0.01, *** < 0.001)")
+        title="Difference per type")
 
 
 def cooccurrence_heatmap(scores: pd.DataFrame, width: int = 420) -> alt.Chart:
@@ -81,8 +88,7 @@ def cooccurrence_heatmap(scores: pd.DataFrame, width: int = 420) -> alt.Chart:
         text=alt.Text("score:Q", format=".2f"),
         color=alt.condition(f"abs(datum.score) > {0.6 * lim}", alt.value("white"), alt.value("black")))
     side = max(width, 34 * len(types))
-    return alt.layer(rect, text).properties(width=side, height=side,
-                                            title="Neighbourhood co-occurrence (bivariate Moran's I)")
+    return alt.layer(rect, text).properties(width=side, height=side, title="Co-occurrence score")
 
 
 def blend_key(legend: pd.DataFrame, names: list[str], width: int = 200) -> alt.LayerChart:

@@ -174,7 +174,9 @@ def _draw_comparison(res, types: list[str], key: str) -> None:
     shared = f" · {res.n_shared:,} spots in both left out" if res.n_shared else ""
     st.markdown(f"**{res.label_a}**: {res.n_a:,} spots · **{res.label_b}**: {res.n_b:,} spots{shared}")
     t = res.table
-    sig = t.index[t["padj"] < 0.05].tolist()
+    # called out in words: significant and at least one percentage point apart (many spots make
+    # tiny, meaningless shifts significant; the table below lists every type)
+    sig = t.index[(t["padj"] < 0.05) & (t["difference"].abs() >= 0.01)].tolist()
     if sig:
         up = [c for c in sig if t.loc[c, "difference"] > 0]
         down = [c for c in sig if t.loc[c, "difference"] < 0]
@@ -183,17 +185,23 @@ def _draw_comparison(res, types: list[str], key: str) -> None:
             words.append(f"more **{', '.join(up)}**")
         if down:
             words.append(f"less **{', '.join(down)}**")
-        st.markdown(f"{res.label_a} has " + " and ".join(words) + f" than {res.label_b} (adj. p < 0.05).")
+        st.markdown(f"{res.label_a} has " + " and ".join(words) + f" than {res.label_b} "
+                    "(adjusted p < 0.05 and at least 1 percentage point).")
     else:
-        st.markdown(f"No cell type differs significantly between {res.label_a} and {res.label_b}.")
+        st.markdown(f"No cell type differs between {res.label_a} and {res.label_b} by at least "
+                    "1 percentage point with adjusted p < 0.05.")
     left, right = st.columns(2)
     with left:
         bars = region_charts.composition_bars(res.long_means(), colors, width=ui.width(440))
-        ui.show_chart(bars, key=f"{key}_bars")
+        legend_rows = -(-len(types) // 4)
+        ui.show_chart(bars, key=f"{key}_bars",
+                      height=region_charts.frame_height(bars, 110 + 22 * legend_rows))
         ui.downloads(bars, res.long_means(), "region_composition", f"{key}_bars")
     with right:
         diff = region_charts.difference_bars(t, colors, res.label_a, res.label_b, width=ui.width(400))
-        ui.show_chart(diff, key=f"{key}_diff")
+        ui.show_chart(diff, key=f"{key}_diff", height=region_charts.frame_height(diff))
+        st.caption("\\* adjusted p < 0.05, \\*\\* < 0.01, \\*\\*\\* < 0.001 (n.s.: not significant); "
+                   "hover a bar for the means, the AUC and the adjusted p.")
         ui.downloads(diff, table_for_csv(res), "region_difference", f"{key}_diff")
     st.dataframe(table_for_csv(res), hide_index=True, width="stretch",
                  column_config={"p": st.column_config.NumberColumn(format="%.2e"),
