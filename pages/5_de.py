@@ -95,7 +95,9 @@ if mask1 is not None:
     labels[mask1 & present] = "group 1"
 drawing = [g for g, sp in (("g1", spec1), ("g2", spec2)) if groups.mode_of(sp, "") in ("region", "regionset")]
 gmap = charts.group_map(spots, labels, width=ui.width(420), image=image, select=bool(drawing))
-event = ui.show_chart(gmap, key=region_ui.map_key("de_groups"), on_select="rerun" if drawing else "ignore")
+box_mode = any(groups.mode_of(sp, "") == "region" for sp in (spec1, spec2))
+event = ui.show_chart(gmap, key=region_ui.map_key("de_groups"), on_select="rerun" if drawing else "ignore",
+                      drag="select" if box_mode else "lasso")
 if drawing and event is not None:
     target = drawing[0]
     selection = (event.get("selection") or {})

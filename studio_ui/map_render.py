@@ -101,11 +101,24 @@ def lut(name: str) -> np.ndarray:
     return _LUTS[name]
 
 
+def plotly_safe(colors):
+    """Colours Streamlit will not rewrite: its Plotly element replaces ``#000000``-``#000040``
+    (theme placeholders) anywhere in the figure, so those near-blacks get a red channel of 1."""
+    if isinstance(colors, str):
+        return "#01" + colors[3:] if colors.lower().startswith("#0000") else colors
+    arr = np.asarray(colors).astype("U7")
+    hit = np.char.startswith(np.char.lower(arr), "#0000")
+    if hit.any():
+        arr = arr.copy()
+        arr[hit] = np.char.add("#01", np.char.replace(arr[hit], "#0000", "00"))
+    return arr
+
+
 def plotly_colorscale(name: str, n: int = 11) -> list[list]:
     """The same colormap as a Plotly colour scale."""
     table = lut(name)
     pos = np.linspace(0, 255, n).round().astype(int)
-    return [[i / (n - 1), "#%02x%02x%02x" % tuple(table[p])] for i, p in enumerate(pos)]
+    return [[i / (n - 1), plotly_safe("#%02x%02x%02x" % tuple(table[p]))] for i, p in enumerate(pos)]
 
 
 def hex_to_rgb(color: str) -> tuple[int, int, int]:
@@ -138,10 +151,10 @@ def categorical_rgba(labels: np.ndarray, colors: dict[str, str], default: str = 
 
 
 def hex_colors(rgba: np.ndarray) -> np.ndarray:
-    """``#rrggbb`` strings of ``[n, >=3]`` uint8 colours."""
+    """``#rrggbb`` strings of ``[n, >=3]`` uint8 colours (safe to send through Streamlit)."""
     rgb = np.asarray(rgba, np.uint8)[:, :3].astype(np.uint32)
     packed = (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
-    return np.char.add("#", np.char.zfill(np.char.mod("%x", packed), 6))
+    return plotly_safe(np.char.add("#", np.char.zfill(np.char.mod("%x", packed), 6)))
 
 
 # ------------------------------------------------------------------ raster

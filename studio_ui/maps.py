@@ -137,12 +137,16 @@ def _layout(geom: mr.Geometry, title: str, image: dict | None, legend: bool, col
     return layout
 
 
-def _image(url: str, extent, opacity: float = 1.0, xref: str = "x", yref: str = "y") -> dict:
+def _image(url: str, extent, opacity: float = 1.0, xref: str = "x", yref: str = "y",
+           layer: str = "below") -> dict:
+    """A layout image over ``extent`` (data units, top-left anchored on the reversed y axis).
+    Spot rasters go ``above`` the traces: two images in the same ``below`` layer leave the
+    later one hidden under the first (measured with the histology underlay)."""
     x0, x1, y0, y1 = (extent["x0"], extent["x1"], extent["y0"], extent["y1"]) if isinstance(extent, dict) \
         else (extent.x0, extent.x1, extent.y0, extent.y1)
     return {"source": url, "xref": xref, "yref": yref, "x": x0, "y": y0, "sizex": x1 - x0,
             "sizey": y1 - y0, "xanchor": "left", "yanchor": "top", "sizing": "stretch",
-            "layer": "below", "opacity": opacity}
+            "layer": layer, "opacity": opacity}
 
 
 def _marker_trace(kind: str, x, y, **fields) -> dict:
@@ -176,7 +180,7 @@ def _finish(spots: pd.DataFrame, geom: mr.Geometry, panel: Panel, kind: str, tra
     x, y = spots["x"].to_numpy(float), spots["y"].to_numpy(float)
     layout = _layout(geom, title, image, panel.legend is not None, panel.colorbar is not None, selectable)
     if kind == "raster":
-        layout["images"].append(_image(mr.raster_url(x, y, geom, panel.rgba), geom))
+        layout["images"].append(_image(mr.raster_url(x, y, geom, panel.rgba), geom, layer="above"))
         sample = mr.spread_sample(x, y, HOVER_MAX)
         size = float(np.clip(geom.px_per_unit * np.sqrt(np.ptp(x) * np.ptp(y) / max(len(sample), 1)), 4, 30))
         traces = [_marker_trace("svg" if len(sample) <= SVG_MAX else "gl", x[sample], y[sample],
@@ -345,7 +349,7 @@ def colour_map(spots: pd.DataFrame, colors: np.ndarray, title: str, width: int =
         rgb = colors.astype(np.uint8)
         colors = mr.hex_colors(rgb)
     else:
-        colors = colors.astype(str)
+        colors = mr.plotly_safe(colors.astype(str))
         rgb = _hex_array_to_rgb(colors)
     rgba = np.c_[rgb, np.full(len(colors), 255, np.uint8)]
     faint_mask = np.zeros(len(x), bool)
@@ -417,7 +421,8 @@ def small_multiples(spots: pd.DataFrame, types: list[str], shared: bool = True, 
                                 **({} if i == 0 else {"matches": "y"})}
         if image is not None:
             layout["images"].append(_image(image["url"], image, 0.8, f"x{ax}", f"y{ax}"))
-        layout["images"].append(_image(mr.raster_url(x, y, geom, rgba), geom, 1.0, f"x{ax}", f"y{ax}"))
+        layout["images"].append(_image(mr.raster_url(x, y, geom, rgba), geom, 1.0, f"x{ax}", f"y{ax}",
+                                       layer="above"))
         layout["annotations"].append({"text": f"<b>{t}</b>", "x": dom_x[0], "y": dom_y[1] + 6 / plot_h,
                                       "xref": "paper", "yref": "paper", "xanchor": "left",
                                       "yanchor": "bottom", "showarrow": False, "font": {"size": 13}})

@@ -92,6 +92,9 @@ def test_histology_underlay_and_public_signature():
                        mask=np.ones(len(df), bool))
     spec = as_json(m)
     assert spec["layout"]["images"][0]["source"] == IMAGE["url"]
+    assert spec["layout"]["images"][0]["layer"] == "below"
+    big = as_json(maps.proportion_map(spot_table(110), "Mono", TYPES, image=IMAGE))
+    assert [i["layer"] for i in big["layout"]["images"]] == ["below", "above"]  # spots over tissue
     assert spec["layout"]["xaxis"]["range"][1] >= 3000  # ranges include the image
     assert spec["layout"]["title"]["text"] == "t"
 
@@ -185,3 +188,14 @@ def test_presentation_style_enlarges_fonts_without_touching_the_map():
     big = maps.style(m.figure, True)
     assert big["layout"]["font"]["size"] > m.figure["layout"]["font"]["size"]
     assert big["data"] is m.figure["data"] and maps.style(m.figure, False) is m.figure
+
+
+def test_near_black_survives_streamlit_theme_placeholders():
+    """Streamlit rewrites #000000-#000040 in Plotly figures (theme placeholders): magma's black
+    and blended "none" spots must not use those strings."""
+    df = spot_table(10)
+    spec = json.dumps(as_json(maps.value_map(df, df["Mono"].to_numpy(), "x", scheme="magma")))
+    spec += json.dumps(as_json(maps.colour_map(df, np.zeros((len(df), 3), np.uint8), "blend")))
+    import re
+
+    assert not re.search(r"#0000[0-3][0-9]|#000040", spec, flags=re.I)
