@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 
 from destvi_core.analysis import significance
-from studio_ui import charts, groups, loaders, region_ui, state, ui
+from studio_ui import charts, groups, loaders, region_state, region_ui, state, ui
 
 ui.page_title("DE volcano builder")
 st.caption("Compare one cell type's imputed expression between two groups of spots "
@@ -47,7 +47,7 @@ def group_editor(name: str, label: str, default: str, column) -> str:
         column.caption("Draw a box (or a lasso) on the map below.")
         spec = "region:" + ":".join(args) if args else "region"
     elif mode == "regionset":
-        names = list(state.regions(len(spots)))
+        names = list(region_state.regions(len(spots)))
         if not names:
             column.info("No saved region yet: draw one on the map below, or on the Regions page.",
                         icon=":material/gesture:")
@@ -107,7 +107,7 @@ if drawing and event is not None:
         mask = region_ui.selection_from(event, gmap)
         if mask is not None and mask.any():
             with ui.user_errors("saving the drawn region"):
-                name = state.add_region(groups.free_name(state.regions()), mask)
+                name = region_state.add_region(groups.free_name(region_state.regions()), mask)
                 new = f"regionset:{name}"
                 region_ui.clear_selection()
     elif boxes and len(boxes[0].get("x") or []) == 2:

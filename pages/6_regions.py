@@ -2,14 +2,14 @@
 
 import streamlit as st
 
-from studio_ui import charts, maps, region_ui, state, ui
+from studio_ui import charts, maps, region_state, region_ui, state, ui
 
 ui.page_title("Regions")
 st.caption("Point at the tissue: select spots free-hand (lasso) or with a box, save them as named "
            "regions, and compare what is in them. Regions travel in the link, feed the DE page "
            "as groups and are part of *Export everything*.")
 models, data, types, spots, image = ui.model_page()
-state.regions(len(spots))  # regions from a shared link, if any
+region_state.regions(len(spots))  # regions from a shared link, if any
 if state.flag("region_url_error"):
     st.warning(f"Regions from the link were not restored: {state.flag('region_url_error')}",
                icon=":material/link_off:")

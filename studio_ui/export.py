@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 
-from . import loaders, state
+from . import loaders, region_state, state
 
 
 def session_results() -> dict:
@@ -28,7 +28,7 @@ def bundle_callable(models: state.LoadedModels) -> Callable[[], bytes]:
     spots = loaders.spot_table(models.key, models)
     types = loaders.cell_types(models)
     proportions = loaders.proportions(models)
-    regions = dict(state.regions(len(spots)))
+    regions = dict(region_state.regions(len(spots)))
     source = (data.source, data.labels_key) if data else (None, None)
 
     def build() -> bytes:

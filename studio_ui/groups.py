@@ -12,7 +12,7 @@ import numpy as np
 
 from destvi_core.errors import InputError
 
-from . import loaders, state
+from . import loaders, region_state
 from .state import LoadedData, LoadedModels
 
 MODES = {"threshold": "Spots containing a cell type (threshold)",
@@ -71,7 +71,7 @@ def build_mask(spec: str, models: LoadedModels, data: LoadedData, ct: str, thres
         mask = group_from_spot_names(spots["spot"], spots.loc[inside, "spot"])
         return mask, f"region x {x0:.0f}–{x1:.0f}, y {y0:.0f}–{y1:.0f}"
     if mode == "regionset":
-        regions = state.regions(len(spots))
+        regions = region_state.regions(len(spots))
         if not args or args[0] not in regions:
             what = f"region {args[0]!r} does not exist (any more)" if args else "no region is chosen"
             raise InputError(what, "save a region on the Regions page (or draw one on the map "

@@ -131,6 +131,7 @@ def _layout(geom: mr.Geometry, title: str, image: dict | None, legend: bool, col
                    "itemsizing": "constant"},
         "images": [],
         "uirevision": "keep",  # keep the user's zoom when the map is redrawn
+        "template": "none",  # every style is explicit; Streamlit's theme template only adds weight
     }
     if image is not None:
         layout["images"].append(_image(image["url"], image, opacity=0.8))
@@ -401,7 +402,7 @@ def small_multiples(spots: pd.DataFrame, types: list[str], shared: bool = True, 
     layout = {"width": total_w, "height": total_h, "margin": {"l": 5, "r": bar + 5, "t": 10, "b": 5},
               "font": {"family": FONT, "size": 12}, "plot_bgcolor": "white", "paper_bgcolor": "white",
               "dragmode": "pan", "showlegend": False, "images": [], "annotations": [],
-              "uirevision": "keep", "hovermode": False}
+              "uirevision": "keep", "hovermode": False, "template": "none"}
     traces, panels = [], []
     plot_w, plot_h = total_w - bar - 10, total_h - 15
     for i, t in enumerate(types):

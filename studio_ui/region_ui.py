@@ -8,7 +8,7 @@ import streamlit as st
 
 from destvi_core.errors import DestVIError
 
-from . import maps, region_charts, region_loaders, state, ui
+from . import maps, region_charts, region_loaders, region_state, state, ui
 from .palette import type_colors
 
 SELECTION = "current selection"
@@ -40,7 +40,7 @@ def selection_saver(mask: np.ndarray | None, key: str) -> None:
                    "select spots; hold Shift to add to the selection, double-click to clear it.")
         return
     n = int(mask.sum())
-    default = f"region {len(state.regions()) + 1}"
+    default = f"region {len(region_state.regions()) + 1}"
     name_key = f"{key}_name_{state.flag('selection_nonce', 0)}"
     with st.container(border=True):
         st.markdown(f"**{n:,} spots selected**")
@@ -53,7 +53,7 @@ def selection_saver(mask: np.ndarray | None, key: str) -> None:
 def save_region(name_key: str, mask: np.ndarray) -> None:
     """Button callback: store the selection as a region and clear the selection."""
     try:
-        name = state.add_region(st.session_state.get(name_key, ""), mask)
+        name = region_state.add_region(st.session_state.get(name_key, ""), mask)
     except DestVIError as err:
         state.set_flag("region_message", ("error", str(err)))
         return
@@ -65,12 +65,12 @@ def save_flagged(flagged: np.ndarray) -> None:
     """Button callback of the Fit quality page: the flagged spots become a region."""
     from .groups import free_name
 
-    save_region_named(free_name(state.regions(), "poorly fit spots"), flagged)
+    save_region_named(free_name(region_state.regions(), "poorly fit spots"), flagged)
 
 
 def save_region_named(name: str, mask: np.ndarray) -> None:
     try:
-        name = state.add_region(name, mask)
+        name = region_state.add_region(name, mask)
     except DestVIError as err:
         state.set_flag("region_message", ("error", str(err)))
         return
@@ -88,25 +88,25 @@ def _show_region_message() -> None:
 
 
 def region_colors() -> dict[str, str]:
-    return {name: state.region_color(name) for name in state.regions()}
+    return {name: region_state.region_color(name) for name in region_state.regions()}
 
 
 def region_label_array(n_spots: int) -> np.ndarray:
     """Per-spot label for a map coloured by region (last region wins where they overlap)."""
     labels = np.full(n_spots, "no region", dtype=object)
-    for name, mask in state.regions().items():
+    for name, mask in region_state.regions().items():
         labels[np.asarray(mask, bool)] = name
     return labels
 
 
 def regions_manager(spots: pd.DataFrame) -> None:
     """The list of regions with rename / delete and a CSV of spot membership."""
-    regs = state.regions()
+    regs = region_state.regions()
     if not regs:
         st.info("No region yet. Select spots on a map and save them as a region.", icon=":material/gesture:")
         return
     table = pd.DataFrame({"region": list(regs), "spots": [int(np.asarray(m).sum()) for m in regs.values()],
-                          "colour": [state.region_color(n) for n in regs]})
+                          "colour": [region_state.region_color(n) for n in regs]})
     st.dataframe(table.style.map(lambda c: f"background-color: {c}; color: {c}", subset=["colour"]),
                  hide_index=True, width="stretch")
     if state.presentation():
@@ -116,13 +116,13 @@ def regions_manager(spots: pd.DataFrame) -> None:
         c1, c2 = st.columns([3, 2], vertical_alignment="bottom")
         c1.text_input("New name", value=pick, key=f"reg_new_{pick}")
         c2.button("Rename", key="reg_rename", on_click=_rename, args=(pick, f"reg_new_{pick}"))
-        st.button(f"🗑 Delete '{pick}'", key="reg_delete", on_click=state.delete_region, args=(pick,))
+        st.button(f"🗑 Delete '{pick}'", key="reg_delete", on_click=region_state.delete_region, args=(pick,))
     ui.csv_download(membership_table(spots), "regions", "regions_csv", "⬇ Regions (CSV)")
 
 
 def _rename(old: str, name_key: str) -> None:
     try:
-        new = state.rename_region(old, st.session_state.get(name_key, old))
+        new = region_state.rename_region(old, st.session_state.get(name_key, old))
     except DestVIError as err:
         state.set_flag("region_message", ("error", str(err)))
         return
@@ -133,7 +133,7 @@ def _rename(old: str, name_key: str) -> None:
 def membership_table(spots: pd.DataFrame) -> pd.DataFrame:
     """``spot, x, y`` and one True/False column per region."""
     out = spots[["spot", "x", "y"]].copy()
-    for name, mask in state.regions().items():
+    for name, mask in region_state.regions().items():
         out[name] = np.asarray(mask, bool)
     return out
 
@@ -142,7 +142,7 @@ def composition_panel(models, spots: pd.DataFrame, types: list[str], thresholds:
                       selection: np.ndarray | None, key: str = "comp") -> None:
     """Compare two regions (or a region and the rest): stacked bars, differences with a test,
     spots above each type's threshold; chart and CSV downloads."""
-    regs = state.regions()
+    regs = region_state.regions()
     options_a = ([SELECTION] if selection is not None and selection.any() else []) + list(regs)
     if not options_a:
         st.info("Select spots on the map (or save a region) to see their composition.", icon=":material/info:")

@@ -1,8 +1,8 @@
 """Typed access to per-session state and its mirror in the URL query parameters.
 
 Everything a user sees lives in ``st.session_state`` (one per browser session, never shared).
-The part worth sharing (cell type, threshold kind and values, DE groups, presentation mode,
-demo dataset) is written to ``st.query_params`` on every run, and read back once when a
+The part worth sharing (cell type, threshold kind and values, DE groups, regions, presentation
+mode, demo dataset) is written to ``st.query_params`` on every run, and read back once when a
 session starts, so a colleague opening the link gets the same view.
 """
 
@@ -144,6 +144,8 @@ def data() -> LoadedData | None:
 def set_data(value: LoadedData | None) -> None:
     if value is None or (data() is not None and data().key != value.key):
         set_models(None)
+        _set("url_regions", None)  # regions belong to the data (studio_ui.region_state)
+        _set("regions_url", None)
     _set("data", value)
 
 
@@ -217,153 +219,6 @@ def set_presentation(value: bool) -> None:
     _set("presentation", bool(value))
 
 
-# ------------------------------------------------------------------ regions
-# Regions are named sets of spots of the loaded data (boolean masks), kept with their compact
-# text (destvi_core.analysis.encode_mask) so the URL is written without re-encoding.
-REGION_COLORS = ["#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377",
-                 "#332288", "#117733", "#882255", "#999933", "#44AA99", "#DDCC77"]
-
-
-def _region_store() -> dict:
-    store = _get("regions")
-    d = data()
-    if d is None:
-        return {"data_key": None, "items": {}}
-    if store is None or store.get("data_key") != d.key:
-        store = {"data_key": d.key, "items": {}}
-        _set("regions", store)
-    return store
-
-
-def regions(n_spots: int | None = None) -> dict[str, Any]:
-    """``{name: bool mask over the spots}`` of the loaded data (in creation order).
-
-    With ``n_spots``, regions pending from a shared link are decoded first (once).
-    """
-    if n_spots is not None:
-        _apply_url_regions(int(n_spots))
-    return {name: item[0] for name, item in _region_store()["items"].items()}
-
-
-def region_texts() -> dict[str, str]:
-    """``{name: encoded mask}`` of the current regions."""
-    return {name: item[1] for name, item in _region_store()["items"].items()}
-
-
-def region_color(name: str) -> str:
-    names = list(_region_store()["items"])
-    i = names.index(name) if name in names else len(names)
-    return REGION_COLORS[i % len(REGION_COLORS)]
-
-
-def add_region(name: str, mask: Any) -> str:
-    """Store a region (InputError for a bad or taken name, or an empty selection)."""
-    import numpy as np
-
-    from destvi_core.analysis.regions import check_region_name, encode_mask
-    from destvi_core.errors import InputError
-
-    store = _region_store()
-    name = check_region_name(name, list(store["items"]))
-    mask = np.asarray(mask, dtype=bool).copy()
-    if not mask.any():
-        raise InputError("the selection holds no spot", "draw the lasso or box around some spots")
-    mask.setflags(write=False)
-    store["items"][name] = (mask, encode_mask(mask))
-    _set("regions", store)
-    return name
-
-
-def rename_region(old: str, new: str) -> str:
-    from destvi_core.analysis.regions import check_region_name
-
-    store = _region_store()
-    new = check_region_name(new, [n for n in store["items"] if n != old])
-    store["items"] = {(new if n == old else n): item for n, item in store["items"].items()}
-    _set("regions", store)
-    _rename_in_groups(old, new)
-    return new
-
-
-def delete_region(name: str) -> None:
-    store = _region_store()
-    store["items"].pop(name, None)
-    _set("regions", store)
-
-
-def _rename_in_groups(old: str, new: str) -> None:
-    for g, spec in groups().items():
-        if spec == f"regionset:{old}":
-            set_group(g, f"regionset:{new}")
-
-
-def encode_regions() -> str:
-    """All regions as one URL value: ``name~mask;name~mask`` (names URL-quoted)."""
-    from urllib.parse import quote
-
-    return ";".join(f"{quote(name, safe='')}~{text}" for name, text in region_texts().items())
-
-
-def decode_regions(text: str, n_spots: int) -> dict[str, Any]:
-    """Inverse of :func:`encode_regions` (InputError when damaged or for other data)."""
-    from urllib.parse import unquote
-
-    from destvi_core.analysis.regions import decode_mask
-    from destvi_core.errors import InputError
-
-    out = {}
-    for item in filter(None, text.split(";")):
-        name, sep, body = item.partition("~")
-        if not sep:
-            raise InputError("the regions in this link are damaged", "draw the regions again")
-        out[unquote(name)] = decode_mask(body, n_spots)
-    return out
-
-
-def _apply_url_regions(n_spots: int) -> None:
-    pending = _get("url_regions")
-    if not pending or data() is None:
-        return
-    _set("url_regions", None)
-    from destvi_core.errors import DestVIError
-
-    try:
-        text = pending
-        if pending.startswith("@"):
-            from .region_loaders import load_region_text
-
-            text = load_region_text(pending[1:])
-        for name, mask in decode_regions(text, n_spots).items():
-            if name not in regions():
-                add_region(name, mask)
-    except DestVIError as err:
-        set_flag("region_url_error", str(err))
-
-
-def url_regions_value() -> str | None:
-    """The ``reg`` query value: regions pending from the link, or the current ones (spilled to
-    a file named by its content hash when too long for a URL)."""
-    pending = _get("url_regions")
-    if pending:
-        return pending
-    text = encode_regions()
-    if not text:
-        return None
-    if len(text) > _URL_REGION_MAX:
-        cached = _get("region_spill")
-        if cached and cached[0] == text:
-            return cached[1]
-        from .region_loaders import save_region_text
-
-        token = "@" + save_region_text(text)
-        _set("region_spill", (text, token))
-        return token
-    return text
-
-
-_URL_REGION_MAX = 1500
-
-
 def flag(name: str, default: Any = None) -> Any:
     """Miscellaneous per-session values (training status, last results)."""
     return _get("flag." + name, default)
@@ -409,8 +264,9 @@ def read_url_once() -> None:
         _set("presentation", True)
     if "data" in qp:
         _set("url_data", qp["data"])
-    if qp.get("reg"):
+    if qp.get("reg"):  # decoded once the data are loaded (studio_ui.region_state)
         _set("url_regions", qp["reg"])
+        _set("regions_url", qp["reg"])
 
 
 def url_thresholds() -> dict[str, float]:
@@ -443,9 +299,8 @@ def write_url() -> None:
     for g, spec in groups().items():
         if spec:
             wanted[g] = spec
-    reg = url_regions_value()
-    if reg:
-        wanted["reg"] = reg
+    if _get("regions_url"):  # kept up to date by studio_ui.region_state
+        wanted["reg"] = _get("regions_url")
     if presentation():
         wanted["present"] = "1"
     qp = st.query_params

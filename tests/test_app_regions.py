@@ -153,13 +153,13 @@ def _link_script():
     """Run by AppTest.from_function: regions in, the ``reg`` link value out."""
     import streamlit as st
 
-    from studio_ui import state
+    from studio_ui import region_state, state
 
     state.set_data(state.LoadedData("data-key", "test", None, None, "cell_type", {}))
     if st.session_state.get("regions_in"):
         for name, mask in st.session_state["regions_in"].items():
-            state.add_region(name, mask)
-    st.session_state["value"] = state.url_regions_value()
+            region_state.add_region(name, mask)
+    st.session_state["value"] = state._get("regions_url")  # what the link will carry
 
 
 def test_long_region_link_spills_to_a_file():
