@@ -35,7 +35,8 @@ def regions_view() -> None:
     c1, c2 = st.columns([3, 2])
     colour = c1.selectbox("Colour the map by", COLOURINGS, key="reg_colour")
     show_img = image is not None and c2.toggle("Show histology image", value=True, key="reg_img")
-    left, right = st.columns([3, 2])
+    # side by side at a desk; stacked in presentation mode (bigger map)
+    left, right = (st.container(), st.container()) if state.presentation() else st.columns([3, 2])
     with left:
         spot_map = region_map(colour, image if show_img else None)
         event = ui.show_chart(spot_map, key=region_ui.map_key("reg_map"), on_select="rerun", drag="lasso")

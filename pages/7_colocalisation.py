@@ -26,7 +26,7 @@ else:
     colors = blend_colors(values)
     primaries = {2: ["#ff00ff", "#00ff00"], 3: ["#ff0000", "#00ff00", "#0000ff"]}[len(picked)]
     names = " + ".join(picked)
-    left, right = st.columns([3, 1])
+    left, right = st.columns([3, 1]) if not state.presentation() else st.columns([5, 2])
     with left:
         blend = maps.colour_map(spots, colors, f"{names}: blended proportions", width=ui.width(520),
                                 image=image, types=types, select=True,

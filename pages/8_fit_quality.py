@@ -32,13 +32,13 @@ hi_dev = float(np.quantile(dev, 0.99))
 left, right = st.columns(2)
 with left:
     m1 = charts.value_map(spots, dev, "deviance per count", width=ui.width(440), image=image,
-                          title="Deviance per count (how badly each spot is explained)",
+                          title="Deviance per count",
                           scheme="magma", types=types, vmax=hi_dev, select=True)
     ev1 = ui.show_chart(m1, key=region_ui.map_key("fit_dev"), on_select="rerun")
     ui.downloads(m1, spots[["spot", "x", "y"]].assign(**{"deviance per count": dev}), "fit_deviance", "fit_dev")
 with right:
     m2 = charts.value_map(spots, noise, "noise share", width=ui.width(440), image=image,
-                          title="Noise share (counts no reference type explains)", scheme="magma",
+                          title="Noise share", scheme="magma",
                           types=types, vmin=0.0, vmax=max(float(noise.max()), 1e-6), select=True)
     ev2 = ui.show_chart(m2, key=region_ui.map_key("fit_noise"), on_select="rerun")
     ui.downloads(m2, spots[["spot", "x", "y"]].assign(**{"noise share": noise}), "fit_noise_share", "fit_noise")

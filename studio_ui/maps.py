@@ -22,6 +22,7 @@ Every builder returns a :class:`SpotMap`: the figure plus per-spot colours, from
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,7 +72,14 @@ class SpotMap:
 
 
 def render_kind(n_spots: int, many: bool = False) -> str:
-    """``svg`` / ``gl`` / ``raster`` for a map of ``n_spots`` (``many``: one of many on a page)."""
+    """``svg`` / ``gl`` / ``raster`` for a map of ``n_spots`` (``many``: one of many on a page).
+
+    ``DESTVI_STUDIO_MAPS=svg|gl|raster`` forces one rendering (benchmarks; a browser without
+    WebGL), except that pages with many maps never use WebGL.
+    """
+    forced = os.environ.get("DESTVI_STUDIO_MAPS", "").strip().lower()
+    if forced in ("svg", "gl", "raster"):
+        return "raster" if forced == "gl" and many else forced
     if n_spots <= SVG_MAX:
         return "svg"
     if n_spots <= POINTS_MAX and not many:
@@ -487,6 +495,12 @@ def style(figure: dict, presentation: bool) -> dict:
         layout["title"] = {**layout["title"], "font": {"size": 24}}
     layout["hoverlabel"] = {"font": {"size": 18}}
     layout["legend"] = {**layout.get("legend", {}), "font": {"size": 18}}
+    if layout.get("showlegend"):  # room for the larger legend, so the map keeps its size
+        margin = dict(layout.get("margin", {}))
+        extra = 80
+        margin["r"] = margin.get("r", 0) + extra
+        layout["margin"] = margin
+        layout["width"] = layout.get("width", 0) + extra
     if "annotations" in layout:
         layout["annotations"] = [{**a, "font": {"size": 18}} for a in layout["annotations"]]
     return {"data": figure["data"], "layout": layout}

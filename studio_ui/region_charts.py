@@ -22,7 +22,8 @@ def _type_scale(colors: dict[str, str]) -> alt.Scale:
     return alt.Scale(domain=list(colors), range=list(colors.values()))
 
 
-def composition_bars(long_means: pd.DataFrame, colors: dict[str, str], width: int = 460) -> alt.Chart:
+def composition_bars(long_means: pd.DataFrame, colors: dict[str, str], width: int = 460,
+                     scale: float = 1.0) -> alt.Chart:
     """Mean proportion per type in each region, stacked (columns ``region, cell type, mean proportion``)."""
     order = {t: i for i, t in enumerate(colors)}
     data = long_means.assign(order=long_means["cell type"].map(order))
@@ -31,10 +32,11 @@ def composition_bars(long_means: pd.DataFrame, colors: dict[str, str], width: in
         y=alt.Y("region:N", sort=regions, title=None, axis=alt.Axis(labelLimit=220)),
         x=alt.X("mean proportion:Q", stack="zero", title="mean proportion",
                 scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("cell type:N", scale=_type_scale(colors), legend=alt.Legend(orient="bottom", columns=4)),
+        color=alt.Color("cell type:N", scale=_type_scale(colors),
+                        legend=alt.Legend(orient="bottom", columns=3, labelLimit=200, title=None)),
         order=alt.Order("order:Q"),
         tooltip=["region:N", "cell type:N", alt.Tooltip("mean proportion:Q", format=".3f")],
-    ).properties(width=width, height=max(90, 46 * len(regions)), title="Mean composition")
+    ).properties(width=width, height=int(max(90, 46 * len(regions)) * scale), title="Mean composition")
 
 
 def significance_label(padj: float) -> str:
@@ -44,7 +46,7 @@ def significance_label(padj: float) -> str:
 
 
 def difference_bars(table: pd.DataFrame, colors: dict[str, str], label_a: str, label_b: str,
-                    width: int = 460) -> alt.LayerChart:
+                    width: int = 460, scale: float = 1.0) -> alt.LayerChart:
     """Difference of mean proportion (A - B) per type with BH-adjusted significance stars."""
     d = table.reset_index().rename(columns={"index": "cell type"})
     d["cell type"] = d["cell type"].astype(str)
@@ -67,28 +69,35 @@ def difference_bars(table: pd.DataFrame, colors: dict[str, str], label_a: str, l
         x="anchor:Q", text="stars:N")
     rule = alt.Chart(pd.DataFrame({"x": [0]})).mark_rule(color="#555").encode(x="x:Q")
     return alt.layer(bars, stars.transform_filter("datum.difference >= 0"), stars_neg, rule).properties(
-        width=width, height=max(140, 26 * len(d)),
+        width=width, height=int(max(140, 26 * len(d)) * scale),
         title="Difference per type")
 
 
-def cooccurrence_heatmap(scores: pd.DataFrame, width: int = 420) -> alt.Chart:
-    """Symmetric co-occurrence matrix (diagonal: each type's own spatial autocorrelation)."""
+def cooccurrence_heatmap(scores: pd.DataFrame, width: int = 420) -> alt.LayerChart:
+    """Symmetric co-occurrence matrix. The colour scale is set by the pairs; the diagonal (each
+    type's own spatial autocorrelation, a different and larger quantity) is shown in grey."""
     types = list(scores.index)
     long = scores.rename_axis("type a").reset_index().melt("type a", var_name="type b", value_name="score")
-    lim = float(max(np.abs(scores.to_numpy()).max(), 1e-6))
+    long["self"] = long["type a"] == long["type b"]
+    values = scores.to_numpy()
+    off = values[~np.eye(len(types), dtype=bool)]
+    lim = float(max(np.abs(off).max() if off.size else 0.0, 1e-6))
     base = alt.Chart(long).encode(
         x=alt.X("type b:N", sort=types, title=None, axis=alt.Axis(labelAngle=-40, labelLimit=160,
                                                                    labelOverlap=False)),
         y=alt.Y("type a:N", sort=types, title=None, axis=alt.Axis(labelLimit=200, labelOverlap=False)))
-    rect = base.mark_rect().encode(
+    rect = base.transform_filter("!datum.self").mark_rect().encode(
         color=alt.Color("score:Q", title="score", scale=alt.Scale(scheme="redblue", reverse=True,
-                                                                   domain=[-lim, lim])),
+                                                                   domain=[-lim, lim], clamp=True)),
         tooltip=["type a:N", "type b:N", alt.Tooltip("score:Q", format=".2f")])
+    diag = base.transform_filter("datum.self").mark_rect(color="#e6e6e6").encode(
+        tooltip=["type a:N", alt.Tooltip("score:Q", title="own clustering (Moran's I)", format=".2f")])
     text = base.mark_text(fontSize=11).encode(
         text=alt.Text("score:Q", format=".2f"),
-        color=alt.condition(f"abs(datum.score) > {0.6 * lim}", alt.value("white"), alt.value("black")))
+        color=alt.condition(f"!datum.self && abs(datum.score) > {0.6 * lim}", alt.value("white"),
+                            alt.value("black")))
     side = max(width, 34 * len(types))
-    return alt.layer(rect, text).properties(width=side, height=side, title="Co-occurrence score")
+    return alt.layer(rect, diag, text).properties(width=side, height=side, title="Co-occurrence score")
 
 
 def blend_key(legend: pd.DataFrame, names: list[str], width: int = 200) -> alt.LayerChart:

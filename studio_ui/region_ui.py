@@ -148,8 +148,12 @@ def composition_panel(models, spots: pd.DataFrame, types: list[str], thresholds:
         st.info("Select spots on the map (or save a region) to see their composition.", icon=":material/info:")
         return
     c1, c2, c3 = st.columns([2, 2, 2])
+    digest = None if selection is None else region_loaders.mask_digest(selection)
+    if digest is not None and digest != state.flag("comp_selection"):
+        state.set_flag("comp_a", SELECTION)  # a new lasso: show its composition at once
+    state.set_flag("comp_selection", digest)
     default_a = state.flag("comp_a")
-    a = c1.selectbox("Region A", options_a, key=f"{key}_a_{len(options_a)}",
+    a = c1.selectbox("Region A", options_a, key=f"{key}_a_{len(options_a)}_{digest}",
                      index=options_a.index(default_a) if default_a in options_a else 0)
     state.set_flag("comp_a", a)
     options_b = [REST] + [r for r in regs if r != a]
@@ -192,14 +196,16 @@ def _draw_comparison(res, types: list[str], key: str) -> None:
                     "1 percentage point with adjusted p < 0.05.")
     left, right = st.columns(2)
     with left:
-        bars = region_charts.composition_bars(res.long_means(), colors, width=ui.width(440))
-        legend_rows = -(-len(types) // 4)
+        scale = ui.width(100) / 100  # larger in presentation mode, like the fonts
+        bars = region_charts.composition_bars(res.long_means(), colors, width=ui.width(440), scale=scale)
+        legend_rows = -(-len(types) // 3)
         ui.show_chart(bars, key=f"{key}_bars",
-                      height=region_charts.frame_height(bars, 110 + 22 * legend_rows))
+                      height=region_charts.frame_height(bars, int((110 + 24 * legend_rows) * scale)))
         ui.downloads(bars, res.long_means(), "region_composition", f"{key}_bars")
     with right:
-        diff = region_charts.difference_bars(t, colors, res.label_a, res.label_b, width=ui.width(400))
-        ui.show_chart(diff, key=f"{key}_diff", height=region_charts.frame_height(diff))
+        diff = region_charts.difference_bars(t, colors, res.label_a, res.label_b, width=ui.width(400),
+                                             scale=ui.width(100) / 100)
+        ui.show_chart(diff, key=f"{key}_diff", height=region_charts.frame_height(diff, ui.width(90)))
         st.caption("\\* adjusted p < 0.05, \\*\\* < 0.01, \\*\\*\\* < 0.001 (n.s.: not significant); "
                    "hover a bar for the means, the AUC and the adjusted p.")
         ui.downloads(diff, table_for_csv(res), "region_difference", f"{key}_diff")
