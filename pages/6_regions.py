@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from studio_ui import charts, maps, region_state, region_ui, state, ui
+from studio_ui import charts, maps, region_loaders, region_state, region_ui, state, ui
 
 ui.page_title("Regions")
 st.caption("Point at the tissue: select spots free-hand (lasso) or with a box, save them as named "
@@ -19,6 +19,12 @@ COLOURINGS = ["dominant type", "regions", *[f"{t} proportion" for t in types]]
 
 
 def region_map(colour: str, img):
+    key = (models.key, colour, ui.width(520), img is not None and data.key,
+           region_state.encode_regions() if colour == "regions" else None)
+    return region_loaders.cached_map("regions", key, lambda: build_region_map(colour, img))
+
+
+def build_region_map(colour: str, img):
     width = ui.width(520)
     if colour == "regions":
         colors = {**region_ui.region_colors(), "no region": maps.GREY}

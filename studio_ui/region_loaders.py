@@ -26,6 +26,19 @@ from . import loaders
 from .state import LoadedModels
 
 
+# ------------------------------------------------------------------ maps
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _map(name: str, key: tuple, _build: Callable[[], Any]) -> Any:
+    return _build()
+
+
+def cached_map(name: str, key: tuple, build: Callable[[], Any]) -> Any:
+    """A spatial map built once per ``key`` (which must name everything the map shows: model
+    key, type, width, image, ...) and shared read-only: at 100,000 spots a rerun that does not
+    change the map (a lasso, another type on the other map) skips the ~0.2-0.4 s of painting."""
+    return _map(name, key, build)
+
+
 # ------------------------------------------------------------------ region files (long links)
 def _region_dir() -> Path:
     from destvi_core.cache import default_root
