@@ -28,13 +28,12 @@ def render(spot_map: SpotMap, fmt: str = "png", presentation: bool = False) -> b
     import matplotlib
 
     matplotlib.use("Agg", force=False)
-    from matplotlib import colormaps
     from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
+    from matplotlib.colors import ListedColormap, Normalize
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    from .map_render import geometry, paint, pixel_spots
+    from .map_render import geometry, lut, paint, pixel_spots
 
     x, y = spot_map.x, spot_map.y
     dpi = 200 if fmt == "png" else 150
@@ -63,7 +62,7 @@ def render(spot_map: SpotMap, fmt: str = "png", presentation: bool = False) -> b
         ax.set_title(panel.title if n > 1 else spot_map.title, fontsize=title_size, loc="left")
         if panel.colorbar is not None:
             cmap, vmin, vmax, label = panel.colorbar
-            bar = fig.colorbar(ScalarMappable(Normalize(vmin, vmax), colormaps[cmap]), ax=ax,
+            bar = fig.colorbar(ScalarMappable(Normalize(vmin, vmax), ListedColormap(lut(cmap) / 255)), ax=ax,
                                fraction=0.046, pad=0.03)
             bar.set_label(label, fontsize=label_size)
             bar.ax.tick_params(labelsize=label_size - 1)

@@ -48,19 +48,29 @@ _SPACING: dict[str, float] = {}
 
 
 def spot_spacing(x: np.ndarray, y: np.ndarray) -> float:
-    """Median nearest-neighbour distance between spots (1 when it cannot be measured);
-    remembered per set of coordinates."""
-    if len(x) < 2:
+    """Median nearest-neighbour distance between spots (1 when it cannot be measured), from up
+    to 300 spots spread over the list against all spots (plain numpy up to 20,000 spots: no k-d
+    tree to import on the way to a small slide's first map); remembered per coordinates."""
+    n = len(x)
+    if n < 2:
         return 1.0
     key = _coords_digest(x, y)
     if key in _SPACING:
         return _SPACING[key]
-    from scipy.spatial import cKDTree
+    pts = np.c_[x, y].astype(np.float64)
+    pts -= pts.mean(0)  # better conditioned squared distances
+    sample = pts[np.linspace(0, n - 1, min(n, 300)).astype(int)]
+    if n > 20_000:  # large slides need the k-d tree for their raster anyway
+        from scipy.spatial import cKDTree
 
-    pts = np.c_[x, y]
-    sample = pts[np.linspace(0, len(pts) - 1, min(len(pts), 2000)).astype(int)]
-    d, _ = cKDTree(pts).query(sample, k=2)
-    s = float(np.median(d[:, 1]))
+        d, _ = cKDTree(pts).query(sample, k=2)
+        best = np.where(d[:, 1] > 0, d[:, 1] ** 2, np.inf)
+    else:
+        d2 = (sample ** 2).sum(1)[:, None] + (pts ** 2).sum(1)[None, :] - 2.0 * sample @ pts.T
+        d2[d2 <= 1e-9 * (float(np.abs(pts).max()) ** 2 + 1e-12)] = np.inf  # itself, duplicates
+        best = d2.min(1)
+    finite = best[np.isfinite(best)]
+    s = float(np.sqrt(np.median(finite))) if finite.size else 1.0
     s = s if s > 0 else 1.0
     if len(_SPACING) > 64:
         _SPACING.clear()
@@ -92,12 +102,26 @@ def geometry(x: np.ndarray, y: np.ndarray, width: int, image: dict | None = None
 _LUTS: dict[str, np.ndarray] = {}
 
 
-def lut(name: str) -> np.ndarray:
-    """``[256, 3]`` uint8 colour table of a matplotlib colormap (viridis, magma, ...)."""
-    if name not in _LUTS:
-        from matplotlib import colormaps
+def _anchors(name: str) -> list[str]:
+    """Colour stops of a sequential scale (Plotly's copies of viridis, magma, ...)."""
+    import plotly.colors as pc
 
-        _LUTS[name] = np.round(colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
+    table = {n.lower(): n for n in dir(pc.sequential) if not n.startswith("_")}
+    if name.lower() not in table:
+        raise ValueError(f"unknown colour scale {name!r}")
+    return list(getattr(pc.sequential, table[name.lower()]))
+
+
+def lut(name: str) -> np.ndarray:
+    """``[256, 3]`` uint8 colour table of a sequential scale (viridis, magma, ...), linear
+    between the same stops Plotly uses, so rasters, points and colour bars agree."""
+    if name not in _LUTS:
+        stops = np.array([hex_to_rgb(c) if c.startswith("#") else
+                          tuple(int(v) for v in c[c.index("(") + 1:-1].split(",")[:3])
+                          for c in _anchors(name)], dtype=np.float64)
+        pos = np.linspace(0, 1, len(stops))
+        grid = np.linspace(0, 1, 256)
+        _LUTS[name] = np.stack([np.interp(grid, pos, stops[:, k]) for k in range(3)], 1).round().astype(np.uint8)
     return _LUTS[name]
 
 
@@ -114,11 +138,10 @@ def plotly_safe(colors):
     return arr
 
 
-def plotly_colorscale(name: str, n: int = 11) -> list[list]:
-    """The same colormap as a Plotly colour scale."""
-    table = lut(name)
-    pos = np.linspace(0, 255, n).round().astype(int)
-    return [[i / (n - 1), plotly_safe("#%02x%02x%02x" % tuple(table[p]))] for i, p in enumerate(pos)]
+def plotly_colorscale(name: str) -> list[list]:
+    """The same scale as a Plotly colour scale (its stops)."""
+    stops = [plotly_safe(c) for c in _anchors(name)]
+    return [[i / (len(stops) - 1), c] for i, c in enumerate(stops)]
 
 
 def hex_to_rgb(color: str) -> tuple[int, int, int]:
