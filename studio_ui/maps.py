@@ -34,6 +34,7 @@ from .palette import type_colors
 SVG_MAX = 3_000
 POINTS_MAX = 10_000
 HOVER_MAX = 6_000
+HOVER_MAX_MANY = 1_000  # maps shown many to a page (threshold maps): a light SVG hover layer
 FONT = "Source Sans Pro, sans-serif"
 GREY = mr.GREY_HEX
 hex_colors = mr.hex_colors
@@ -184,13 +185,14 @@ def _legend_trace(label: str, color: str, kind: str = "svg") -> dict:
 
 def _finish(spots: pd.DataFrame, geom: mr.Geometry, panel: Panel, kind: str, traces: list[dict],
             trace_spots: list, image: dict | None, title: str, types: list[str],
-            selectable: bool, value: np.ndarray | None = None, value_label: str | None = None) -> SpotMap:
+            selectable: bool, value: np.ndarray | None = None, value_label: str | None = None,
+            many: bool = False) -> SpotMap:
     """Assemble the figure: point traces (svg/gl) or raster image + hover sample (raster)."""
     x, y = spots["x"].to_numpy(float), spots["y"].to_numpy(float)
     layout = _layout(geom, title, image, panel.legend is not None, panel.colorbar is not None, selectable)
     if kind == "raster":
         layout["images"].append(_image(mr.raster_url(x, y, geom, panel.rgba), geom, layer="above"))
-        sample = mr.spread_sample(x, y, HOVER_MAX)
+        sample = mr.spread_sample(x, y, HOVER_MAX_MANY if many else HOVER_MAX)
         size = float(np.clip(geom.px_per_unit * np.sqrt(np.ptp(x) * np.ptp(y) / max(len(sample), 1)), 4, 30))
         traces = [_marker_trace("svg" if len(sample) <= SVG_MAX else "gl", x[sample], y[sample],
                                 marker={"size": size, "color": "rgba(0,0,0,0)"}, showlegend=False,
@@ -247,7 +249,7 @@ def _continuous(spots: pd.DataFrame, values: np.ndarray, label: str, cmap: str, 
             **_hover(spots, types, on, values if hover_value else None, label)))
         trace_spots.append(on)
     return _finish(spots, geom, panel, kind, traces, trace_spots, image, title, types, select,
-                   values if hover_value else None, label)
+                   values if hover_value else None, label, many)
 
 
 def proportion_map(spots: pd.DataFrame, ct: str, types: list[str], vmax: float | None = None,
@@ -305,7 +307,8 @@ def _categorical(spots: pd.DataFrame, labels: np.ndarray, colors: dict[str, str]
                                         marker={"size": geom.marker_px, "color": colors[c], "opacity": 0.95},
                                         **_hover(spots, types, idx)))
             trace_spots.append(idx)
-    return _finish(spots, geom, panel, kind, traces, trace_spots, image, title, types, select)
+    return _finish(spots, geom, panel, kind, traces, trace_spots, image, title, types, select,
+                   many=many)
 
 
 def dominant_map(spots: pd.DataFrame, types: list[str], width: int = 420,

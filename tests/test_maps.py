@@ -199,3 +199,13 @@ def test_near_black_survives_streamlit_theme_placeholders():
     import re
 
     assert not re.search(r"#0000[0-3][0-9]|#000040", spec, flags=re.I)
+
+
+def test_threshold_maps_carry_a_light_hover_layer():
+    df = spot_table(110)  # 12,100 spots: raster
+    kept = as_json(maps.kept_map(df, "Mono", TYPES, 0.3))
+    main = as_json(maps.proportion_map(df, "Mono", TYPES))
+    hover_kept = [t for t in kept["data"] if "hovertext" in t][0]
+    hover_main = [t for t in main["data"] if "hovertext" in t][0]
+    assert len(hover_kept["hovertext"]) <= maps.HOVER_MAX_MANY and hover_kept["type"] == "scatter"
+    assert maps.HOVER_MAX_MANY < len(hover_main["hovertext"]) <= maps.HOVER_MAX
