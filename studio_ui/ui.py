@@ -162,9 +162,10 @@ def presentation_css() -> None:
 def preload_chart_library() -> None:
     """First run of a session: send a tiny hidden chart before any heavy work.
 
-    The browser downloads Streamlit's chart library (vega) only when a first chart arrives;
-    asking for it at the start of the run overlaps that download with the loading of data and
-    model. Measured with bench/bench_app.py: first proportion map 5.0 s -> 3.6 s from start.
+    The browser downloads a chart library (Plotly for the spatial maps) only when a first chart
+    arrives; asking for it at the start of the run overlaps that download with the loading of
+    data and model. Measured with bench/bench_app.py (vega, when maps were Altair charts):
+    first proportion map 5.0 s -> 3.6 s from start.
     """
     if state.flag("charts_preloaded"):
         return
@@ -172,10 +173,8 @@ def preload_chart_library() -> None:
     with st.sidebar.container(key="chart_preload"):
         st.html("<style>.st-key-chart_preload { position: absolute; opacity: 0; pointer-events: none; "
                 "height: 1px; width: 40px; overflow: hidden; }</style>")
-        st.vega_lite_chart({"data": {"values": [{"x": 0}]}, "mark": "point",
-                            "encoding": {"x": {"field": "x", "type": "quantitative"}}},
-                           width=1, height=1)
-        # spatial maps are Plotly figures: fetch that library early too
+        # the first chart of most pages is a spatial map (Plotly): fetch that library first;
+        # Altair's (vega) follows with the first curve or bar chart
         st.plotly_chart({"data": [{"type": "scatter", "x": [0], "y": [0]}],
                          "layout": {"width": 40, "height": 20, "margin": {"l": 0, "r": 0, "t": 0, "b": 0}}},
                         config={"staticPlot": True}, theme=None, width="content", key="plotly_preload")
