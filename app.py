@@ -19,7 +19,10 @@ page = st.navigation([
     st.Page("pages/3_thresholds.py", url_path="thresholds", title="Thresholds", icon=":material/tune:"),
     st.Page("pages/4_gamma.py", url_path="gamma", title="Gamma explorer", icon=":material/palette:"),
     st.Page("pages/5_de.py", url_path="de", title="DE volcano", icon=":material/scatter_plot:"),
-    st.Page("pages/6_jobs.py", url_path="jobs", title="Jobs", icon=":material/work_history:"),
+    st.Page("pages/6_regions.py", url_path="regions", title="Regions", icon=":material/gesture:"),
+    st.Page("pages/7_colocalisation.py", url_path="colocalisation", title="Co-localisation", icon=":material/join_inner:"),
+    st.Page("pages/8_fit_quality.py", url_path="fit", title="Fit quality", icon=":material/troubleshoot:"),
+    st.Page("pages/9_jobs.py", url_path="jobs", title="Jobs", icon=":material/work_history:"),
 ])
 ui.preload_chart_library()
 ui.autoload()

@@ -232,6 +232,8 @@ if hist:
     ui.show_chart(chart, key="loss_final")
     ui.downloads(chart, loss_df, "training_loss", "loss")
 st.page_link("pages/2_proportions.py", label="See the proportion maps →", icon=":material/map:")
+from studio_ui.fit_view import fit_quality_summary  # noqa: E402
+fit_quality_summary(models)
 
 if not state.presentation():
     with st.expander("Save this model to a folder"):

@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from studio_ui import charts, state, ui
+from studio_ui import charts, region_loaders, region_ui, state, ui
 from studio_ui.palette import type_colors
 
 ui.page_title("Proportion maps")
@@ -17,20 +17,30 @@ img = image if show_image else None
 left, right = st.columns(2)
 with left:
     chart = charts.proportion_map(spots, ct, types, width=ui.width(440), image=img,
-                                  title=f"{ct} proportion")
-    ui.show_chart(chart, key="map_one")
+                                  title=f"{ct} proportion", select=True)
+    event_one = ui.show_chart(chart, key=region_ui.map_key("map_one"), on_select="rerun")
     ui.downloads(chart, spots[["spot", "x", "y", ct]], f"proportion_{ct}", "one")
 with right:
-    chart = charts.dominant_map(spots, types, width=ui.width(440), image=img)
-    ui.show_chart(chart, key="map_dom")
-    ui.downloads(chart, spots[["spot", "x", "y", "dominant", "dominant_prop"]], "dominant_type", "dom")
+    dom = region_loaders.cached_map(
+        "dominant", (models.key, ui.width(440), img is not None and data.key),
+        lambda: charts.dominant_map(spots, types, width=ui.width(440), image=img, select=True))
+    event_dom = ui.show_chart(dom, key=region_ui.map_key("map_dom"), on_select="rerun")
+    ui.downloads(dom, spots[["spot", "x", "y", "dominant", "dominant_prop"]], "dominant_type", "dom")
 st.caption("Hover a spot for all its proportions · scroll to zoom, drag to pan, double-click to "
-           "reset · click a legend entry to highlight a type.")
+           "reset · lasso or box (map toolbar) to select spots and save them as a region.")
+selection = region_ui.selection_from(event_one, chart)
+if selection is None:
+    selection = region_ui.selection_from(event_dom, dom)
+if not state.presentation():
+    region_ui.selection_saver(selection, "prop_sel")
 
 st.subheader("All cell types")
 shared = st.radio("Colour scale", ["shared", "per type"], horizontal=True, key="scale_mode") == "shared"
-grid = charts.small_multiples(spots, types, shared=shared, width=ui.width(230),
-                              columns=3 if state.presentation() else 4, image=img)
+columns = 3 if state.presentation() else 4
+grid = region_loaders.cached_map(
+    "grid", (models.key, shared, ui.width(230), columns, img is not None and data.key),
+    lambda: charts.small_multiples(spots, types, shared=shared, width=ui.width(230), columns=columns,
+                                   image=img))
 ui.show_chart(grid, key="map_grid")
 ui.downloads(grid, spots[["spot", "x", "y", *types]], "proportions_all_types", "grid")
 

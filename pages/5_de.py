@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 
 from destvi_core.analysis import significance
-from studio_ui import charts, groups, loaders, state, ui
+from studio_ui import charts, groups, loaders, region_state, region_ui, state, ui
 
 ui.page_title("DE volcano builder")
 st.caption("Compare one cell type's imputed expression between two groups of spots "
@@ -44,8 +44,18 @@ def group_editor(name: str, label: str, default: str, column) -> str:
                                    format="%.3g", key=f"{name}_range_{axis}")
             spec = f"gamma:{axis}:{lo:.4g}:{hi:.4g}"
     elif mode == "region":
-        column.caption("Drag a rectangle on the map below.")
+        column.caption("Draw a box (or a lasso) on the map below.")
         spec = "region:" + ":".join(args) if args else "region"
+    elif mode == "regionset":
+        names = list(region_state.regions(len(spots)))
+        if not names:
+            column.info("No saved region yet: draw one on the map below, or on the Regions page.",
+                        icon=":material/gesture:")
+            spec = "regionset"
+        else:
+            pick = column.selectbox("Region", names, key=f"{name}_regionset",
+                                    index=names.index(args[0]) if args and args[0] in names else 0)
+            spec = f"regionset:{pick}"
     elif mode == "obs":
         cols = [c for c in data.st.obs.columns if data.st.obs[c].nunique() <= 50]
         if not cols:
@@ -83,17 +93,30 @@ if mask1 is not None:
     present = spots[ct].to_numpy() > thresholds[ct]
     labels[(mask2 if mask2 is not None else ~mask1) & present] = "group 2"
     labels[mask1 & present] = "group 1"
-regional = "region" in (groups.mode_of(spec1, ""), groups.mode_of(spec2, ""))
-gmap = charts.group_map(spots, labels, width=ui.width(420), image=image, select=regional)
-event = ui.show_chart(gmap, key="de_groups", on_select="rerun" if regional else "ignore")
-if regional and event is not None:
-    box = (event.get("selection") or {}).get("region") or {}
-    if "x" in box and "y" in box:
-        target = "g1" if groups.mode_of(spec1, "") == "region" else "g2"
-        new = "region:" + ":".join(f"{v:.1f}" for v in (*box["x"], *box["y"]))
-        if state.groups().get(target) != new:
-            state.set_group(target, new)
-            st.rerun()
+drawing = [g for g, sp in (("g1", spec1), ("g2", spec2)) if groups.mode_of(sp, "") in ("region", "regionset")]
+gmap = charts.group_map(spots, labels, width=ui.width(420), image=image, select=bool(drawing))
+box_mode = any(groups.mode_of(sp, "") == "region" for sp in (spec1, spec2))
+event = ui.show_chart(gmap, key=region_ui.map_key("de_groups"), on_select="rerun" if drawing else "ignore",
+                      drag="select" if box_mode else "lasso")
+if drawing and event is not None:
+    target = drawing[0]
+    selection = (event.get("selection") or {})
+    boxes, lassos = selection.get("box") or [], selection.get("lasso") or []
+    new = None
+    if lassos:  # a free-hand region: saved as a region and used as the group
+        mask = region_ui.selection_from(event, gmap)
+        if mask is not None and mask.any():
+            with ui.user_errors("saving the drawn region"):
+                name = region_state.add_region(groups.free_name(region_state.regions()), mask)
+                new = f"regionset:{name}"
+                region_ui.clear_selection()
+    elif boxes and len(boxes[0].get("x") or []) == 2:
+        b = boxes[0]
+        new = "region:" + ":".join(f"{v:.1f}" for v in (*b["x"], *b["y"]))
+    if new and state.groups().get(target) != new:
+        state.set_group(target, new)
+        st.session_state.pop(f"{target}_mode", None)  # show the new group type in the editor
+        st.rerun()
 
 r1, r2, _ = st.columns([1, 1, 3])
 n_samples = r1.number_input("Samples per spot", 2, 100, 10, key="de_ns",

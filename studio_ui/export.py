@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 
-from . import loaders, state
+from . import loaders, region_state, state
 
 
 def session_results() -> dict:
@@ -28,6 +28,7 @@ def bundle_callable(models: state.LoadedModels) -> Callable[[], bytes]:
     spots = loaders.spot_table(models.key, models)
     types = loaders.cell_types(models)
     proportions = loaders.proportions(models)
+    regions = dict(region_state.regions(len(spots)))
     source = (data.source, data.labels_key) if data else (None, None)
 
     def build() -> bytes:
@@ -42,7 +43,8 @@ def bundle_callable(models: state.LoadedModels) -> Callable[[], bytes]:
         with tempfile.TemporaryDirectory() as tmp:
             export_bundle(tmp, models.st_model.adata, proportions, thresholds=thresholds,
                           gamma=gamma, spca=results["spca"] or None, de_results=results["de"] or None,
-                          enrichment=results["enrichment"] or None, parameters=parameters)
+                          enrichment=results["enrichment"] or None, parameters=parameters,
+                          regions=regions or None)
             return bundle_zip(tmp)
 
     return build

@@ -267,7 +267,10 @@ def load_folder(data: LoadedData, folder: str) -> LoadedModels:
         if key in store:
             return store[key]
     sc_model, st_model = load_models(Path(folder).expanduser(), data.sc, data.st)
-    return register(LoadedModels(key, sc_model, st_model, data.key, {"folder": folder}, "folder"))
+    from destvi_core.model_files import read_proportions  # maps without a pass over every spot
+
+    return register(LoadedModels(key, sc_model, st_model, data.key, {"folder": folder}, "folder",
+                                 saved_proportions=read_proportions(Path(folder).expanduser(), data.st.obs_names)))
 
 
 def cache_entries() -> pd.DataFrame:

@@ -1,8 +1,8 @@
 """Typed access to per-session state and its mirror in the URL query parameters.
 
 Everything a user sees lives in ``st.session_state`` (one per browser session, never shared).
-The part worth sharing (cell type, threshold kind and values, DE groups, presentation mode,
-demo dataset) is written to ``st.query_params`` on every run, and read back once when a
+The part worth sharing (cell type, threshold kind and values, DE groups, regions, presentation
+mode, demo dataset) is written to ``st.query_params`` on every run, and read back once when a
 session starts, so a colleague opening the link gets the same view.
 """
 
@@ -265,6 +265,8 @@ def set_data(value: LoadedData | None) -> None:
         return
     if data() is not None and data().key != value.key:
         set_models(None)
+        _set("url_regions", None)  # a link's regions belong to its data (studio_ui.region_state)
+        _set("regions_url", None)
     set_project(LoadedProject.single(value))
 
 
@@ -299,8 +301,11 @@ def set_models(value: LoadedModels | None, data_key: str | None = None) -> None:
     if d is None or target != d.key:
         return
     old = _get("models")
-    if value is None or old is None or old.key != value.key:
-        if value is None or old is None or old.params != value.params:
+    # a new model forgets the old one's groups, and its thresholds when trained with other
+    # parameters; the first model of a session keeps what a shared link brought (regions
+    # travel with the data, not the model)
+    if value is None or (old is not None and old.key != value.key):
+        if value is None or old.params != value.params:
             _set("thresholds", {})
         _set("groups", {})
     _set("models", value)
@@ -419,6 +424,9 @@ def read_url_once() -> None:
         _set("url_data", qp["data"])
     if "sec" in qp:
         _set("section", qp["sec"])
+    if qp.get("reg"):  # decoded once the data are loaded (studio_ui.region_state)
+        _set("url_regions", qp["reg"])
+        _set("regions_url", qp["reg"])
 
 
 def url_thresholds() -> dict[str, float]:
@@ -454,6 +462,8 @@ def write_url() -> None:
     for g, spec in groups().items():
         if spec:
             wanted[g] = spec
+    if _get("regions_url"):  # kept up to date by studio_ui.region_state
+        wanted["reg"] = _get("regions_url")
     if presentation():
         wanted["present"] = "1"
     qp = st.query_params

@@ -14,7 +14,7 @@ import streamlit as st
 
 from destvi_core.errors import DestVIError, DestVIWarning
 
-from . import charts, loaders, state
+from . import charts, loaders, maps, state
 
 DATA_PAGE = "pages/1_data_model.py"
 
@@ -77,12 +77,44 @@ def width(base: int) -> int:
 
 
 def show_chart(chart, key: str | None = None, **kwargs):
-    """Draw an Altair chart with the app's fonts (and return the selection state if any)."""
-    kwargs.setdefault("width", "content")  # keep the spec's width: spot maps need their aspect
+    """Draw an Altair chart or a spatial map (:class:`maps.SpotMap`) with the app's fonts, and
+    return the selection state if any."""
+    if isinstance(chart, maps.SpotMap):
+        return show_map(chart, key=key, on_select=kwargs.get("on_select", "ignore"),
+                        drag=kwargs.get("drag", "pan"))
+    kwargs.setdefault("width", "content")  # keep the spec's width
     return st.altair_chart(charts.finish(chart, state.presentation()), key=key, **kwargs)
 
 
+def show_map(spot_map: maps.SpotMap, key: str | None = None, on_select: str = "ignore",
+             drag: str = "pan"):
+    """Draw a spatial map (Plotly; WebGL or raster at scale). Selectable maps return the
+    selection event (turn it into spots with :func:`maps.selection_mask`); ``drag="lasso"``
+    makes a drag draw a lasso (the toolbar switches between pan, lasso and box)."""
+    config = {"scrollZoom": True, "displaylogo": False, "doubleClick": "reset", "displayModeBar": True,
+              "modeBarButtonsToRemove": ["toImage", "autoScale2d"]
+              + ([] if spot_map.selectable else ["select2d", "lasso2d"])}
+    figure = maps.style(spot_map.figure, state.presentation())
+    if spot_map.selectable and drag in ("lasso", "select"):
+        figure = {"data": figure["data"], "layout": {**figure["layout"], "dragmode": drag}}
+    if spot_map.selectable and on_select != "ignore":
+        return st.plotly_chart(figure, key=key, on_select=on_select, selection_mode=("lasso", "box"),
+                               config=config, theme=None, width="content")
+    st.plotly_chart(figure, key=key, config=config, theme=None, width="content")
+    return None
+
+
 def _chart_bytes(chart, fmt: str) -> Callable[[], bytes]:
+    if isinstance(chart, maps.SpotMap):
+        presentation = state.presentation()
+
+        def render_map() -> bytes:
+            from .map_export import render
+
+            return render(chart, fmt, presentation)
+
+        return render_map
+
     def render() -> bytes:
         buf = io.BytesIO() if fmt == "png" else io.StringIO()
         charts.finish(chart, state_presentation_snapshot).save(buf, format=fmt,
@@ -130,9 +162,10 @@ def presentation_css() -> None:
 def preload_chart_library() -> None:
     """First run of a session: send a tiny hidden chart before any heavy work.
 
-    The browser downloads Streamlit's chart library (vega) only when a first chart arrives;
-    asking for it at the start of the run overlaps that download with the loading of data and
-    model. Measured with bench/bench_app.py: first proportion map 5.0 s -> 3.6 s from start.
+    The browser downloads a chart library (Plotly for the spatial maps) only when a first chart
+    arrives; asking for it at the start of the run overlaps that download with the loading of
+    data and model. Measured with bench/bench_app.py (vega, when maps were Altair charts):
+    first proportion map 5.0 s -> 3.6 s from start.
     """
     if state.flag("charts_preloaded"):
         return
@@ -140,9 +173,11 @@ def preload_chart_library() -> None:
     with st.sidebar.container(key="chart_preload"):
         st.html("<style>.st-key-chart_preload { position: absolute; opacity: 0; pointer-events: none; "
                 "height: 1px; width: 40px; overflow: hidden; }</style>")
-        st.vega_lite_chart({"data": {"values": [{"x": 0}]}, "mark": "point",
-                            "encoding": {"x": {"field": "x", "type": "quantitative"}}},
-                           width=1, height=1)
+        # the first chart of most pages is a spatial map (Plotly): fetch that library first;
+        # Altair's (vega) follows with the first curve or bar chart
+        st.plotly_chart({"data": [{"type": "scatter", "x": [0], "y": [0]}],
+                         "layout": {"width": 40, "height": 20, "margin": {"l": 0, "r": 0, "t": 0, "b": 0}}},
+                        config={"staticPlot": True}, theme=None, width="content", key="plotly_preload")
 
 
 # ------------------------------------------------------------------ guards and pickers
@@ -328,7 +363,7 @@ def jobs_status() -> None:
     running = sum(j.state == "running" for j in jobs)
     queued = sum(j.state == "queued" for j in jobs)
     if running or queued:
-        st.page_link("pages/6_jobs.py", label=f"Jobs: {running} running · {queued} queued",
+        st.page_link("pages/9_jobs.py", label=f"Jobs: {running} running · {queued} queued",
                      icon=":material/work_history:")
 
 

@@ -80,7 +80,18 @@ def texts(at: AppTest) -> str:
 
 
 def charts(at: AppTest) -> list:
-    return at.get("vega_lite_chart")
+    """Charts drawn: Altair (vega-lite) and spatial maps (Plotly)."""
+    return at.get("vega_lite_chart") + at.get("plotly_chart")
+
+
+def map_spec(at: AppTest, title: str) -> str:
+    """The Plotly spec of the spatial map called ``title`` (layout.meta.map)."""
+    import json
+
+    found = [c.proto.spec for c in at.get("plotly_chart")
+             if (json.loads(c.proto.spec)["layout"].get("meta") or {}).get("map") == title]
+    assert found, f"no map {title!r}"
+    return found[0]
 
 
 @pytest.fixture(scope="module")
@@ -166,10 +177,10 @@ def test_proportions_page(trained):
     at = loaded("pages/2_proportions.py")
     no_errors(at)
     assert len(charts(at)) >= 4  # one type, dominant, small multiples, mean bars
-    before = charts(at)[2].proto.spec
+    before = map_spec(at, "All cell types")
     at.radio(key="scale_mode").set_value("per type").run()
     no_errors(at)
-    assert charts(at)[2].proto.spec != before
+    assert map_spec(at, "All cell types") != before
     types = at.selectbox(key="ct_pick_prop").options
     at.selectbox(key="ct_pick_prop").set_value(types[1]).run()
     no_errors(at)
@@ -320,7 +331,7 @@ def test_a_job_outlives_its_session_and_is_cancelled_from_another(trained):
     no_errors(second)
     assert second.get("progress"), "the Data page shows the running job"
     assert "Jobs: 1 running" in " ".join(str(p.proto) for p in second.sidebar.get("page_link"))
-    second.switch_page("pages/6_jobs.py").run()
+    second.switch_page("pages/9_jobs.py").run()
     no_errors(second)
     rows = _job_rows(second)
     assert rows.loc[rows["job"] == job.label, "state"].tolist() == ["running"]

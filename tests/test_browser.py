@@ -167,14 +167,15 @@ def test_every_page_in_a_browser(server, page):
 
     go(page, "Proportion maps")
     page.get_by_text("Mean proportion per type").wait_for()
-    page.locator(".vega-embed").first.wait_for()
-    assert page.locator(".vega-embed").count() >= 4
+    charts = page.locator('[data-testid="stMain"] .vega-embed, [data-testid="stMain"] .js-plotly-plot')
+    charts.first.wait_for()
+    assert charts.count() >= 4  # one type and dominant (maps), all types, mean bars
     no_exception(page)
     shot(page, "2_proportions")
 
     go(page, "Thresholds")
     page.get_by_text("spots kept").first.wait_for()
-    assert page.locator('[data-testid="stSlider"]').count() >= 2
+    page.locator('[data-testid="stSlider"]').nth(1).wait_for()  # one slider per type
     no_exception(page)
     shot(page, "3_thresholds")
 
@@ -204,3 +205,91 @@ def test_every_page_in_a_browser(server, page):
     wait_idle(other)
     no_exception(other)
     other.close()
+
+
+def lasso(page, locator, radius: float = 0.28, steps: int = 36) -> None:
+    """Draw a closed lasso around the centre of a Plotly map (its drag layer)."""
+    import math
+
+    box = locator.locator(".nsewdrag").first.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    r = radius * min(box["width"], box["height"])
+    page.mouse.move(cx + r, cy)
+    page.mouse.down()
+    for k in range(1, steps + 1):
+        a = 2 * math.pi * k / steps
+        page.mouse.move(cx + r * math.cos(a), cy + r * math.sin(a), steps=2)
+    page.mouse.up()
+
+
+def pick(page, label: str, option: str) -> None:
+    """Choose ``option`` in the Streamlit selectbox labelled ``label``."""
+    page.get_by_test_id("stSelectbox").filter(has_text=label).first.click()
+    page.get_by_role("option", name=option, exact=True).click()
+    wait_idle(page)
+
+
+def test_lasso_region_feeds_composition_and_de(server, page):
+    """Draw a lasso on the Regions page: the composition panel follows, the selection is saved
+    as a named region that travels in the link and becomes a DE group."""
+    go(page, "Data & model")
+    if not page.get_by_text("Model ready").count():  # this test run alone
+        page.get_by_role("button", name="▶ Use the demo").click()
+        page.get_by_text("Loaded: built-in demo").wait_for(timeout=120_000)
+        wait_idle(page)
+        page.get_by_role("button", name="▶ Train").click()
+        page.get_by_text("Model ready").wait_for(timeout=240_000)
+        wait_idle(page)
+    if "present=1" in page.url:  # the previous test ends in presentation mode
+        page.locator('[data-testid="stSidebar"] label').filter(has_text="Presentation mode").click()
+        wait_idle(page)
+        page.wait_for_function("() => !window.location.search.includes('present=1')", timeout=10_000)
+    go(page, "Regions")
+    region_map = page.locator('[data-testid="stMain"] .js-plotly-plot').first
+    region_map.wait_for()
+    page.wait_for_timeout(1000)
+    lasso(page, region_map)
+    page.get_by_text("spots selected").wait_for(timeout=60_000)
+    wait_idle(page)
+    selected = int(page.get_by_text("spots selected").inner_text().split()[0].replace(",", ""))
+    assert 100 < selected < 900  # a disc in the middle of the 1,000-spot demo
+    panel = page.get_by_text("current selection:", exact=False).first
+    panel.wait_for()
+    assert f"current selection: {selected:,} spots" in panel.inner_text().replace("**", "")
+    assert page.get_by_text("Composition of each region").count() or page.locator(
+        '[data-testid="stMain"] .vega-embed').count() >= 2
+    no_exception(page)
+    name = page.get_by_label("Name of the new region")
+    name.fill("browser lasso")
+    page.get_by_role("button", name="Save as region").click()
+    page.get_by_text("Region 'browser lasso' saved").wait_for()
+    wait_idle(page)
+    page.wait_for_function("() => window.location.search.includes('reg=browser')", timeout=10_000)
+    no_exception(page)
+    shot(page, "6_regions")
+
+    go(page, "DE volcano")
+    pick(page, "Group 1", "A saved region (lasso or box)")
+    page.get_by_text(f"region 'browser lasso' ({selected:,} spots)").first.wait_for()
+    no_exception(page)
+    shot(page, "5_de_region_group")
+
+    go(page, "Co-localisation")
+    page.get_by_text("Strongest neighbours").wait_for()
+    page.locator('[data-testid="stMain"] .js-plotly-plot').first.wait_for()
+    no_exception(page)
+    shot(page, "7_colocalisation")
+
+    go(page, "Fit quality")
+    page.get_by_text("Median deviance per count").wait_for(timeout=120_000)
+    no_exception(page)
+    shot(page, "8_fit_quality")
+
+    go(page, "Regions")
+    page.locator('[data-testid="stMain"] .js-plotly-plot').first.wait_for()
+    if "present=1" not in page.url:
+        page.locator('[data-testid="stSidebar"] label').filter(has_text="Presentation mode").click()
+        wait_idle(page)
+    page.wait_for_timeout(800)
+    assert page.get_by_role("button", name="⬇ PNG").count() == 0  # downloads hidden
+    shot(page, "6_regions_presentation")

@@ -7,6 +7,8 @@ Layout of ``out_dir``::
                           obs 'contains_<type>', 'spca_<type>_1/_2/_color', uns['destvi']
     proportions.csv       spots x cell types
     thresholds.csv        cell type, threshold (if given)
+    regions.csv           spot, one True/False column per region (if any); in the h5ad: obs
+                          'regions' (names joined by '|') and 'region_<name>' (bool)
     de_<name>.csv         one per DE result
     enrichment_<name>.csv one per enrichment table
     parameters.json       parameters, metadata, package versions
@@ -109,6 +111,7 @@ def export_bundle(
     parameters: dict | None = None,
     metadata: dict | None = None,
     include_counts: bool = False,
+    regions: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Write all results to ``out_dir`` (created; existing files overwritten).
 
@@ -141,6 +144,11 @@ def export_bundle(
     include_counts
         Also store the count matrix (``X``) in ``results.h5ad``. Off by default, so the bundle
         stays proportional to spots x types (100,000 spots x 2,000 genes of counts are ~1 GB).
+=======
+    regions
+        ``{name: bool mask over the spots}`` -> obs ``regions`` (names joined by ``|``, empty
+        for none; ``destvi_regions`` if the data already has a ``regions`` column), obs ``region_<name>`` (bool), ``regions.csv`` and their compact text
+        (:func:`~destvi_core.analysis.regions.encode_mask`) in ``parameters.json``.
 
     Returns
     -------
@@ -199,6 +207,21 @@ def export_bundle(
         col[pos] = list(colors)
         adata.obs[f"spca_{key}_color"] = pd.Categorical(col)
 
+    region_texts = {}
+    if regions:
+        from .regions import encode_mask, region_labels
+
+        masks = {str(k): np.asarray(v, dtype=bool) for k, v in regions.items()}
+        column = "regions" if "regions" not in adata.obs else "destvi_regions"  # never clobber
+        adata.obs[column] = pd.Categorical(region_labels(masks, len(obs_names)))
+        table = pd.DataFrame(index=obs_names)
+        for name, mask in masks.items():
+            adata.obs[f"region_{safe_name(name)}"] = mask
+            table[name] = mask
+            region_texts[name] = encode_mask(mask)
+        table.to_csv(out / "regions.csv", index_label="spot")
+        files.append("regions.csv")
+
     for kind, tables in (("de", de_results), ("enrichment", enrichment)):
         for name, df in (tables or {}).items():
             fname = f"{kind}_{safe_name(name)}.csv"
@@ -211,6 +234,7 @@ def export_bundle(
         "versions": package_versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "thresholds": json_safe({str(k): float(v) for k, v in (thresholds or {}).items()}),
+        "regions": region_texts,
         "files": files + ["results.h5ad", "parameters.json"],
         "counts_included": bool(include_counts),
         "cell_types": list(col_of),
