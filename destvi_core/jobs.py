@@ -118,6 +118,14 @@ class JobManager:
         except Exception:  # noqa: BLE001 - the submission reports it
             pass
 
+    def local_worker_threads(self) -> int | None:
+        """Torch threads of a local worker (the planned layout), None on a remote cluster."""
+        from .cluster import plan_local_workers
+
+        if self.address:
+            return None
+        return (self.plan or plan_local_workers()).torch_threads
+
     def describe_cluster(self) -> str:
         """Where jobs run, in words (starts nothing)."""
         if self.address:

@@ -165,17 +165,23 @@ section_keys = tuple(d.key for d in loaded.sections.values())
 
 if mode.startswith("Train"):
     overrides = {}
-    presets = {"Quick look (100 + 300 epochs)": "quick", "Tutorial (300 + 2,500 epochs)": "tutorial"}
-    choice = st.selectbox("Training length", list(presets), index=0 if data.is_demo else 1,
-                          key="preset", help="Quick is enough for the demo and for a first look; "
-                          "the tutorial's epochs are the reference setting for final results.")
+    presets = {"Automatic (steps scaled to the slide)": "default",
+               "Quick look (100 + 300 epochs)": "quick", "Tutorial (300 + 2,500 epochs)": "tutorial"}
+    choice = st.selectbox("Training length", list(presets), index=1 if data.is_demo else 0,
+                          key="preset", help="Automatic: the tutorial's epochs bounded to 5,000-"
+                          "20,000 spatial optimisation steps, so small slides get enough steps and "
+                          "Visium HD slides no more than they need (README, 'Schedule in steps'). "
+                          "Quick is enough for the demo and for a first look; the tutorial's "
+                          "epochs are the scvi-tools setting.")
     chosen = loaders.preset_params(presets[choice])
     with st.expander("Training settings", expanded=False):
         c1, c2, c3, c4 = st.columns(4)
-        overrides["sc_epochs"] = c1.number_input("Reference epochs (CondSCVI)", 1, 5000,
-                                                 int(chosen.sc_epochs), key=f"sc_ep_{presets[choice]}")
-        overrides["st_epochs"] = c2.number_input("Spatial epochs (DestVI)", 1, 20000,
-                                                 int(chosen.st_epochs), key=f"st_ep_{presets[choice]}")
+        overrides["sc_epochs"] = c1.number_input(
+            "Reference epochs (CondSCVI)", 1, 5000, chosen.sc_epochs, key=f"sc_ep_{presets[choice]}",
+            placeholder="automatic", help="Empty: chosen from the number of optimisation steps")
+        overrides["st_epochs"] = c2.number_input(
+            "Spatial epochs (DestVI)", 1, 20000, chosen.st_epochs, key=f"st_ep_{presets[choice]}",
+            placeholder="automatic", help="Empty: chosen from the number of optimisation steps")
         overrides["seed"] = c3.number_input("Seed", 0, 10**6, int(getattr(default, "seed", 0)), key="seed")
         n_seeds = int(c4.number_input("Seeds (ensemble)", 1, jobs_ui.MAX_ENSEMBLE, 1, key="n_seeds",
                                       help="Train the spatial model with several seeds in parallel "
@@ -186,10 +192,8 @@ if mode.startswith("Train"):
     if many:
         names = st.multiselect("Sections to train", loaded.names, default=loaded.names,
                                key="train_sections") or loaded.names
-    st_epochs = loaders.spatial_epochs(data, params)
-    if st_epochs > params.st_epochs:
-        st.caption(f"Small slide: DestVI runs {st_epochs:,} epochs (at least "
-                   f"{params.st_min_steps:,} optimisation steps) instead of {params.st_epochs:,}.")
+    with ui.user_errors("planning the training"):
+        st.caption("Schedule: " + loaders.training_plan(data, params, manager.local_worker_threads()))
     n_jobs = len(names) * n_seeds
     if n_jobs > 1:
         st.caption(f"One reference model, then {n_jobs} spatial models "

@@ -149,11 +149,34 @@ def preset_params(name: str, **overrides: Any):
     return preset(name, **overrides)
 
 
-def spatial_epochs(data: LoadedData, params: Any) -> int:
-    """DestVI epochs actually run on these data (small slides get a step floor)."""
-    from destvi_core.pipeline import spatial_schedule
+@st.cache_data(show_spinner=False, max_entries=32)
+def _training_plan(data_key: str, params_json: str, threads: int | None, _data: LoadedData) -> str:
+    from destvi_core.pipeline import TrainingParams
+    from destvi_core.schedule import plan_training
 
-    return spatial_schedule(data.st.n_obs, params)[0]
+    params = TrainingParams.from_dict(json.loads(params_json))
+    n_types = int(_data.sc.obs[_data.labels_key].nunique())
+    sizes = (_data.sc.n_obs, _data.st.n_obs, _data.st.n_vars, n_types)
+    if threads is None:  # remote cluster: its speed is unknown here
+        return plan_training(*sizes, params, probe=False).describe() + " (time: see Jobs)"
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)  # as on a local worker
+    try:
+        plan = plan_training(*sizes, params, params.device, sc_counts=_data.sc.X,
+                             st_counts=_data.st.X)
+    finally:
+        torch.set_num_threads(before)
+    return plan.describe().replace(" here on ", " on a local worker, ")
+
+
+def training_plan(data: LoadedData, params: Any, worker_threads: int | None) -> str:
+    """One line: both models' steps and epochs and, on the local cluster, the time they take
+    (a probe of a few optimisation steps with a worker's torch threads, cached per data and
+    parameters), e.g. ``"DestVI 20,000 steps (2,500 epochs of 8) + CondSCVI ..., about 9 min"``."""
+    return _training_plan(data.key, json.dumps(params.to_dict(), sort_keys=True, default=str),
+                          worker_threads, data)
 
 
 def params_dict(params: Any) -> dict:
