@@ -244,12 +244,12 @@ def set_section(name: str) -> None:
     p = project()
     if p is None or name not in p.sections:
         return
-    changed = name != _get("section")
+    previous = _get("data")
     _set("section", name)
     _set("data", p.sections[name])
     current = _get("models_by_data", {}).get(p.sections[name].key)
-    if changed:
-        _set("groups", {})  # drawn regions and spot groups belong to one section
+    if previous is not None and previous.key != p.sections[name].key:
+        _set("groups", {})  # spot groups belong to one section (a link's groups are kept)
     _set("models", current)
 
 

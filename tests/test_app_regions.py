@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import sys
 import zipfile
-from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
@@ -21,45 +18,16 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "app.py")
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from _apptest import (TIMEOUT, app_environment, new_app, no_errors,  # noqa: E402,F401
+                      texts, train_demo, wait_jobs)
+
 
 N_SPOTS = 1000  # the demo
 
 
 @pytest.fixture(scope="module", autouse=True)
-def fast_env(tmp_path_factory):
-    saved = {k: os.environ.get(k) for k in ("DESTVI_STUDIO_FAST", "DESTVI_STUDIO_CACHE")}
-    os.environ["DESTVI_STUDIO_FAST"] = "1"
-    os.environ["DESTVI_STUDIO_CACHE"] = str(tmp_path_factory.mktemp("region_cache"))
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
-def new_app(autoload: bool = True, **query) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=240)
-    for key, value in query.items():
-        at.query_params[key] = value
-    if not autoload:
-        at.session_state["studio.flag.autoload_done"] = True
-    return at
-
-
-def no_errors(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-
-
-def texts(at: AppTest) -> str:
-    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
-    parts += [x.value for x in at.info] + [x.value for x in at.warning] + [x.value for x in at.success]
-    return "\n".join(str(p) for p in parts)
+def fast_env(tmp_path_factory, scheduler_address):
+    yield from app_environment(tmp_path_factory.mktemp("model_cache"), scheduler_address)
 
 
 def map_titles(at: AppTest) -> list[str]:
@@ -68,12 +36,8 @@ def map_titles(at: AppTest) -> list[str]:
 
 @pytest.fixture(scope="module")
 def trained() -> AppTest:
-    at = new_app(autoload=False)
-    at.run()
-    at.button(key="use_demo").click().run()
-    at.button(key="train").click().run()
-    no_errors(at)
-    return at
+    """A session where the demo was loaded and a tiny model trained (once per module)."""
+    return train_demo()
 
 
 def loaded(page: str, **query) -> AppTest:
@@ -81,6 +45,12 @@ def loaded(page: str, **query) -> AppTest:
     at.run()
     at.switch_page(page).run()
     return at
+
+
+def _region_items(at: AppTest) -> dict:
+    """``{name: (mask, text)}`` of the regions of the session's loaded data."""
+    by_data = at.session_state["studio.regions_by_data"]
+    return by_data[at.session_state["studio.data"].key]["items"]
 
 
 def reg_param(**regions: np.ndarray) -> str:
@@ -130,7 +100,7 @@ def test_rename_and_delete_region_update_de_group(trained):
     at.text_input(key="reg_new_top").set_value("upper edge")
     at.button(key="reg_rename").click().run()
     no_errors(at)
-    assert list(at.session_state["studio.regions"]["items"]) == ["upper edge"]
+    assert list(_region_items(at)) == ["upper edge"]
     assert at.session_state["studio.groups"]["g1"] == "regionset:upper edge"
     at.switch_page("pages/5_de.py").run()
     no_errors(at)
@@ -173,7 +143,7 @@ def test_long_region_link_spills_to_a_file():
     # a fresh session opening the link gets the regions back from the stored file
     again = loaded("pages/6_regions.py", data="demo", reg=token)
     no_errors(again)
-    restored = again.session_state["studio.regions"]["items"]
+    restored = _region_items(again)
     assert list(restored) == list(many)
     assert all((restored[k][0] == v).all() for k, v in many.items())
     short = AppTest.from_function(_link_script)
@@ -219,7 +189,7 @@ def test_fit_quality_page_and_data_page_summary(trained):
     if flagged:  # the tiny model may or may not flag spots
         flagged[0].click().run()
         no_errors(at)
-        assert any(n.startswith("poorly fit spots") for n in at.session_state["studio.regions"]["items"])
+        assert any(n.startswith("poorly fit spots") for n in _region_items(at))
     at.switch_page("pages/1_data_model.py").run()
     no_errors(at)
     assert "Median deviance per count" in texts(at)  # computed once, shown on the Data page
@@ -233,7 +203,7 @@ def test_export_everything_has_regions(trained):
     at = loaded("pages/6_regions.py", data="demo", reg=reg_param(top=TOP))
     st.session_state["studio.data"] = at.session_state["studio.data"]
     st.session_state["studio.models"] = models = at.session_state["studio.models"]
-    st.session_state["studio.regions"] = at.session_state["studio.regions"]
+    st.session_state["studio.regions_by_data"] = at.session_state["studio.regions_by_data"]
     with zipfile.ZipFile(io.BytesIO(export.bundle_callable(models)())) as zf:
         regions = zf.read("regions.csv").decode().splitlines()
         params = json.loads(zf.read("parameters.json"))
