@@ -99,7 +99,9 @@ def test_progress_then_cancel_running_job(manager, tiny_data):
 def test_concurrent_submissions_queue_and_a_queued_job_can_be_cancelled(manager, tiny_data):
     """Three long trainings on two single-training workers: two run (each alone on its
     worker, one torch thread), the third waits; cancelling it means it never starts."""
-    long = [tiny_params(sc_epochs=1, st_epochs=100_000, seed=20 + i) for i in range(3)]
+    # one shared reference (st_seed varies the spatial model only), so the order is fixed:
+    # the reference, then two spatial jobs at once, the third waits
+    long = [tiny_params(sc_epochs=1, st_epochs=100_000, st_seed=20 + i) for i in range(3)]
     jobs = [manager.submit_pair(tiny_data.sc, tiny_data.st, "cell_type", p, section=f"q{i}")
             for i, p in enumerate(long)]
     try:
