@@ -63,7 +63,8 @@ def test_fresh_start_offers_demo():
 
 
 @pytest.mark.parametrize("page", ["pages/2_proportions.py", "pages/3_thresholds.py",
-                                  "pages/4_gamma.py", "pages/5_de.py"])
+                                  "pages/4_gamma.py", "pages/5_de.py", "pages/6_regions.py",
+                                  "pages/7_colocalisation.py", "pages/8_fit_quality.py"])
 def test_pages_without_model_point_to_data_page(page):
     at = new_app(autoload=False)
     at.run()

@@ -63,15 +63,6 @@ TOP = np.arange(N_SPOTS) < 300
 BOTTOM = np.arange(N_SPOTS) >= 700
 
 
-@pytest.mark.parametrize("page", ["pages/6_regions.py", "pages/7_colocalisation.py", "pages/8_fit_quality.py"])
-def test_new_pages_without_model_point_to_data_page(page):
-    at = new_app(autoload=False)
-    at.run()
-    at.switch_page(page).run()
-    no_errors(at)
-    assert "No model yet" in texts(at)
-
-
 def test_regions_from_link_listed_and_compared(trained):
     at = loaded("pages/6_regions.py", data="demo", reg=reg_param(**{"top rows": TOP, "bottom": BOTTOM}))
     no_errors(at)
