@@ -144,7 +144,8 @@ def worker(work: Path, n: int, seed: int, threads: int) -> dict:
     from destvi_core.evaluation import proportion_metrics
     from destvi_core.pipeline import TrainingParams
     from destvi_core.readers import read_counts_file, read_spatial
-    from destvi_core.schedule import plan_training, spatial_model_schedule
+    from destvi_core.planning import plan_training
+    from destvi_core.schedule import spatial_model_schedule
 
     out: dict = {"spots": n}
     t0 = time.perf_counter()

@@ -242,7 +242,7 @@ def cmd_train(args) -> int:
     from .cli_jobs import cmd_train_jobs, uses_jobs
     from .errors import InputError
     from .pipeline import fit_models
-    from .schedule import plan_training
+    from .planning import plan_training
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():

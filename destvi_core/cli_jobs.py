@@ -140,7 +140,7 @@ def cmd_train_jobs(args, pre: dict, params) -> int:
     from .errors import InputError
     from .jobs import JobManager
     from .readers import read_counts_file
-    from .schedule import plan_training
+    from .planning import plan_training
     from .sections import prepare_sections
 
     out = Path(args.out)

@@ -152,7 +152,7 @@ def preset_params(name: str, **overrides: Any):
 @st.cache_data(show_spinner=False, max_entries=32)
 def _training_plan(data_key: str, params_json: str, threads: int | None, _data: LoadedData) -> str:
     from destvi_core.pipeline import TrainingParams
-    from destvi_core.schedule import plan_training
+    from destvi_core.planning import plan_training
 
     params = TrainingParams.from_dict(json.loads(params_json))
     n_types = int(_data.sc.obs[_data.labels_key].nunique())

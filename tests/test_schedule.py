@@ -10,8 +10,8 @@ from conftest import tiny_params
 from destvi_core import schedule
 from destvi_core.errors import InputError
 from destvi_core.pipeline import TrainingParams, spatial_schedule, train_models
-from destvi_core.schedule import (plan_training, reference_schedule, spatial_model_schedule,
-                                  steps_per_epoch)
+from destvi_core.planning import plan_training
+from destvi_core.schedule import reference_schedule, spatial_model_schedule, steps_per_epoch
 
 
 @pytest.mark.parametrize("n_spots", [1, 3, 40, 96, 128, 200, 250])
