@@ -61,7 +61,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="vs_scvi_") as tmp:
         tmp = Path(tmp)
         sim = tutorial_size_simulation(seed=0)
-        for key in [k for k in sim.st.obsm if k != "true_proportions"]:
+        for key in [k for k in sim.st.obsm if k not in ("true_proportions", "spatial")]:
             del sim.st.obsm[key]
         sim.st.uns.clear()
         sim.sc.obsm.clear()
