@@ -159,7 +159,7 @@ def test_every_page_in_a_browser(server, page):
     assert "No data loaded." not in sidebar.inner_text()  # updated in the same click
     sidebar.get_by_text("Data: built-in demo").wait_for()
     page.get_by_role("button", name="▶ Train").click()  # a job on the server's own cluster
-    page.get_by_text("Model ready").wait_for(timeout=240_000)
+    page.get_by_text("Model ready").first.wait_for(timeout=240_000)
     wait_idle(page)
     no_exception(page)
     assert page.get_by_text("Genes shared").is_visible()
@@ -238,7 +238,7 @@ def test_lasso_region_feeds_composition_and_de(server, page):
         page.get_by_text("Loaded: built-in demo").wait_for(timeout=120_000)
         wait_idle(page)
         page.get_by_role("button", name="▶ Train").click()
-        page.get_by_text("Model ready").wait_for(timeout=240_000)
+        page.get_by_text("Model ready").first.wait_for(timeout=240_000)
         wait_idle(page)
     if "present=1" in page.url:  # the previous test ends in presentation mode
         page.locator('[data-testid="stSidebar"] label').filter(has_text="Presentation mode").click()
